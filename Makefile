@@ -2,6 +2,7 @@
 #
 #   make                         build libduet, duetd, duetctl, the unit tests
 #   make check                   build and run every test; prints "N passed, N failed"
+#   make demo                    run duet's main job (README)
 #   make deps                    install build and test dependencies (Debian 12)
 #   make SANITIZE=address,undefined [check]
 #                                the same, instrumented (objects go to build-san/)
@@ -48,10 +49,13 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/unit/%)
 UNIT_HELPER_OBJS := $(UNIT_HELPERS:%.c=$(B)/%.o)
 
 LIBDUET := $(B)/libduet.a
+# The daemon's modules as an archive too, so unit tests can link one of
+# them (the linker pulls only what a test references, never main()).
+LIBDUETD := $(B)/libduetd.a
 DUETD := $(B)/duetd
 DUETCTL := $(B)/duetctl
 
-.PHONY: all check unit-tests deps clean format
+.PHONY: all check demo unit-tests deps clean format
 all: $(LIBDUET) $(DUETCTL) $(if $(DUETD_SRCS),$(DUETD)) $(UNIT_BINS)
 
 $(B)/%.o: %.c
@@ -62,14 +66,19 @@ $(LIBDUET): $(LIB_OBJS) $(KERN_OBJS)
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 
+$(LIBDUETD): $(DUETD_OBJS)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
 $(DUETD): $(DUETD_OBJS) $(LIBDUET)
 	$(CC) $(LDFLAGS) -o $@ $(DUETD_OBJS) $(LIBDUET) $(LDLIBS) $(RDMA_LIBS)
 
 $(DUETCTL): $(DUETCTL_OBJS) $(LIBDUET)
 	$(CC) $(LDFLAGS) -o $@ $(DUETCTL_OBJS) $(LIBDUET) $(LDLIBS)
 
-$(B)/tests/unit/%: $(B)/tests/unit/%.o $(UNIT_HELPER_OBJS) $(LIBDUET)
-	$(CC) $(LDFLAGS) -o $@ $< $(UNIT_HELPER_OBJS) $(LIBDUET) $(CMOCKA_LIBS) $(LDLIBS)
+$(B)/tests/unit/%: $(B)/tests/unit/%.o $(UNIT_HELPER_OBJS) $(LIBDUETD) $(LIBDUET)
+	$(CC) $(LDFLAGS) -o $@ $< $(UNIT_HELPER_OBJS) $(LIBDUETD) $(LIBDUET) \
+		$(CMOCKA_LIBS) $(LDLIBS) $(RDMA_LIBS)
 
 unit-tests: $(UNIT_BINS)
 
@@ -85,6 +94,12 @@ check:
 
 deps:
 	@tools/deps.sh
+
+# duet's main job, end to end on this machine (README).
+demo:
+	@tools/deps.sh
+	@$(MAKE) --no-print-directory all
+	@tools/demo.sh
 
 format:
 	clang-format -i $(LIB_SRCS) $(DUETD_SRCS) $(DUETCTL_SRCS) $(UNIT_SRCS) \

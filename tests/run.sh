@@ -31,6 +31,7 @@ selected() {
 run_unit() {		# $1 binary, $2 label
 	local bin=$1 name=$2 log=$LOGS/$2.log out np nf
 	selected "$name" || return 0
+	mkdir -p "$(dirname "$log")"
 	if timeout 300 "$bin" >"$log" 2>&1; then :; fi
 	np=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
 	nf=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)

@@ -116,7 +116,7 @@ uint32_t al_nr_active(const struct al *al);
 void al_extent_range(const struct al *al, uint32_t e, uint64_t *sector,
 		     uint64_t *nr_sectors);
 
-/* Encode an empty ring block for ring position @idx (create-md, wipe). */
+/* Encode an empty (all-zero) ring block (create-md, wipe). */
 void al_encode_empty(void *block);
 
 #endif

@@ -135,6 +135,10 @@ const struct cfg_node *cfg_peer_node(const struct cfg_resource *r,
  * so that the output parses back to the same resource. */
 void cfg_print(const struct cfg_resource *r, FILE *out);
 
+/* Whether `duetctl adjust` may change @key ("resync-rate",
+ * "handlers.split-brain") on a running resource; false for unknown keys. */
+bool cfg_key_adjustable(const char *key);
+
 const char *cfg_digest_name(enum cfg_digest d);
 const char *cfg_sb_policy_name(enum cfg_sb_policy p);
 
