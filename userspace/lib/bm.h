@@ -50,7 +50,8 @@ uint64_t bm_nr_bits(const struct bm *bm);
 uint64_t bm_nr_pages(const struct bm *bm);
 /* On-disk size in bytes: bm_nr_pages * BM_PAGE_SIZE. */
 uint64_t bm_disk_bytes(const struct bm *bm);
-/* Same, without a bitmap: what create-md needs to lay out the disk. */
+/* Same, without a bitmap: what create-md needs to lay out the disk; 0 for
+ * an invalid geometry. */
 uint64_t bm_disk_bytes_for(uint64_t dev_sectors, uint32_t granularity);
 
 /*
@@ -105,7 +106,8 @@ bool bm_page_changed(const struct bm *bm, uint64_t page);
 int64_t bm_next_changed_page(const struct bm *bm, uint64_t from);
 void bm_page_mark_clean(struct bm *bm, uint64_t page);
 void bm_mark_all_changed(struct bm *bm);
-/* Range of pages [*first, *last] holding the bits of a sector range. */
+/* Range of pages [*first, *last] holding the bits of a sector range,
+ * clipped to the device end; *first > *last when nothing is on the device. */
 void bm_pages_of_range(const struct bm *bm, uint64_t sector,
 		       uint64_t nr_sectors, uint64_t *first, uint64_t *last);
 
@@ -116,6 +118,7 @@ void bm_page_encode(const struct bm *bm, uint64_t page, void *out);
  * Load page @page from @in (BM_PAGE_SIZE bytes). Returns -EUCLEAN if a bit
  * past the device end is set (the page is corrupt or belongs to another
  * geometry); the bitmap is then unchanged. The page is marked clean.
+ * -EINVAL for a page index >= bm_nr_pages().
  */
 int bm_page_decode(struct bm *bm, uint64_t page, const void *in);
 
