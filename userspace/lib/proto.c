@@ -1,0 +1,1202 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The replication frame codec and streaming parser (docs/protocol.md).
+ *
+ * Bytes from the network are untrusted: the decoder checks the header (and
+ * its CRC, which protects the length) before it asks for a single byte
+ * more, checks the fixed part before it lets a payload byte in, and checks
+ * every count against what the payload length and the device allow. The
+ * encoder runs the same checks, so duet never sends what duet refuses.
+ *
+ * The encoding is canonical (reserved bytes and string padding must be
+ * zero), so decode(encode(m)) == m and encode(decode(f)) == f: the fuzzer
+ * relies on that.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "be.h"
+#include "bm.h"
+#include "crc.h"
+#include "md.h"
+#include "proto.h"
+#include "util.h"
+
+typedef unsigned long long ull;
+
+struct hdr_wire {
+	struct be32 magic;	/*  0: PROTO_MAGIC */
+	struct be16 type;	/*  4: enum proto_type */
+	struct be16 flags;	/*  6: none defined yet, zero */
+	struct be32 length;	/*  8: bytes after the header */
+	struct be32 fixed_crc;	/* 12: CRC32C of the fixed part */
+	struct be64 id;		/* 16: request id */
+	struct be32 reserved;	/* 24: zero */
+	struct be32 hdr_crc;	/* 28: CRC32C of bytes 0..27 */
+} __attribute__((packed));
+
+struct hello_wire {
+	struct be16 version_min;	/*  0 */
+	struct be16 version_max;	/*  2 */
+	uint8_t hs_role;		/*  4: enum proto_hs_role */
+	uint8_t repl;			/*  5: enum proto_repl */
+	uint8_t data_digest;		/*  6: enum proto_digest */
+	uint8_t reserved;		/*  7: zero */
+	struct be32 node_id;		/*  8 */
+	struct be32 bm_granularity;	/* 12: bytes per bit */
+	struct be64 features;		/* 16 */
+	struct be64 data_bytes;		/* 24: bytes */
+	uint8_t challenge[PROTO_CHALLENGE_SIZE]; /* 32 */
+	char resource[PROTO_NAME_MAX];	/* 64: NUL-terminated, zero-padded */
+} __attribute__((packed));
+
+struct auth_wire {
+	uint8_t mac[PROTO_MAC_SIZE];	/* 0: HMAC-SHA256 */
+} __attribute__((packed));
+
+struct auth_result_wire {
+	struct be16 status;		/* 0 */
+	struct be16 version;		/* 2 */
+	struct be32 reserved;		/* 4: zero */
+	struct be64 features;		/* 8 */
+} __attribute__((packed));
+
+struct state_wire {
+	uint8_t role;			/*  0 */
+	uint8_t disk;			/*  1 */
+	struct be16 reserved;		/*  2: zero */
+	struct be32 flags;		/*  4 */
+	struct be64 current_uuid;	/*  8 */
+	struct be64 bitmap_uuid;	/* 16 */
+	struct be64 history[PROTO_HISTORY]; /* 24: newest first */
+	struct be64 dirty_bits;		/* 56: bits */
+} __attribute__((packed));
+
+struct bitmap_wire {
+	struct be64 first_page;		/* 0: 4 KiB page index */
+	struct be32 count;		/* 8: pages */
+	struct be32 flags;		/* 12 */
+} __attribute__((packed));
+
+struct data_wire {
+	struct be64 sector;		/*  0: 512-byte sectors */
+	struct be32 length;		/*  8: bytes */
+	uint8_t op;			/* 12 */
+	uint8_t flags;			/* 13 */
+	uint8_t digest_alg;		/* 14 */
+	uint8_t reserved;		/* 15: zero */
+	struct be64 epoch;		/* 16 */
+	uint8_t digest[PROTO_DIGEST_MAX]; /* 24 */
+} __attribute__((packed));
+
+struct range_wire {
+	struct be64 sector;		/* 0: 512-byte sectors */
+	struct be32 length;		/* 8: bytes */
+	struct be32 result;		/* 12: 0 or errno */
+} __attribute__((packed));
+
+struct block_wire {
+	struct be64 sector;		/*  0: 512-byte sectors */
+	struct be32 length;		/*  8: bytes */
+	struct be32 result;		/* 12: 0 or errno */
+	uint8_t digest_alg;		/* 16 */
+	uint8_t reserved[7];		/* 17: zero */
+	uint8_t digest[PROTO_DIGEST_MAX]; /* 24 */
+} __attribute__((packed));
+
+struct barrier_wire {
+	struct be64 epoch;		/* 0 */
+	struct be32 value;		/* 8: BARRIER flags / BARRIER_ACK count */
+	struct be32 reserved;		/* 12: zero */
+} __attribute__((packed));
+
+struct rs_done_wire {
+	struct be16 kind;		/* 0 */
+	struct be16 reserved;		/* 2: zero */
+	struct be32 result;		/* 4 */
+	struct be64 sectors;		/* 8 */
+} __attribute__((packed));
+
+struct disconnect_wire {
+	struct be32 reason;		/* 0 */
+	struct be32 reserved;		/* 4: zero */
+	char text[PROTO_TEXT_MAX];	/* 8: NUL-terminated, zero-padded */
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct hdr_wire) == PROTO_HDR_SIZE, "hdr_wire");
+_Static_assert(offsetof(struct hdr_wire, hdr_crc) == 28, "hdr_crc");
+_Static_assert(sizeof(struct hello_wire) == 128, "hello_wire");
+_Static_assert(sizeof(struct auth_wire) == 32, "auth_wire");
+_Static_assert(sizeof(struct auth_result_wire) == 16, "auth_result_wire");
+_Static_assert(sizeof(struct state_wire) == 64, "state_wire");
+_Static_assert(sizeof(struct bitmap_wire) == 16, "bitmap_wire");
+_Static_assert(sizeof(struct data_wire) == 56, "data_wire");
+_Static_assert(sizeof(struct range_wire) == 16, "range_wire");
+_Static_assert(sizeof(struct block_wire) == 56, "block_wire");
+_Static_assert(sizeof(struct barrier_wire) == 16, "barrier_wire");
+_Static_assert(sizeof(struct rs_done_wire) == 16, "rs_done_wire");
+_Static_assert(sizeof(struct disconnect_wire) == 128, "disconnect_wire");
+_Static_assert(PROTO_BM_PAGE_SIZE == BM_PAGE_SIZE, "bitmap page size");
+_Static_assert(PROTO_HISTORY == MD_HISTORY, "history length");
+
+#define HDR_CRC_LEN offsetof(struct hdr_wire, hdr_crc)
+
+static const struct type_info {
+	const char *name;
+	uint16_t fixed;		/* bytes of the fixed part */
+	uint32_t max_payload;	/* bytes */
+} types[PROTO_TYPE_END] = {
+	[PROTO_HELLO] = { "HELLO", sizeof(struct hello_wire), 0 },
+	[PROTO_AUTH] = { "AUTH", sizeof(struct auth_wire), 0 },
+	[PROTO_AUTH_RESULT] = { "AUTH_RESULT",
+				sizeof(struct auth_result_wire), 0 },
+	[PROTO_STATE] = { "STATE", sizeof(struct state_wire), 0 },
+	[PROTO_BITMAP] = { "BITMAP", sizeof(struct bitmap_wire),
+			   PROTO_BM_PAGES_MAX * PROTO_BM_PAGE_SIZE },
+	[PROTO_DATA] = { "DATA", sizeof(struct data_wire), PROTO_DATA_MAX },
+	[PROTO_ACK_RECV] = { "ACK_RECV", sizeof(struct range_wire), 0 },
+	[PROTO_ACK_WRITE] = { "ACK_WRITE", sizeof(struct range_wire), 0 },
+	[PROTO_BARRIER] = { "BARRIER", sizeof(struct barrier_wire), 0 },
+	[PROTO_BARRIER_ACK] = { "BARRIER_ACK", sizeof(struct barrier_wire), 0 },
+	[PROTO_RS_REQUEST] = { "RS_REQUEST", sizeof(struct range_wire), 0 },
+	[PROTO_RS_DATA] = { "RS_DATA", sizeof(struct block_wire),
+			    PROTO_DATA_MAX },
+	[PROTO_RS_CSUM] = { "RS_CSUM", sizeof(struct block_wire), 0 },
+	[PROTO_RS_IN_SYNC] = { "RS_IN_SYNC", sizeof(struct range_wire), 0 },
+	[PROTO_RS_ACK] = { "RS_ACK", sizeof(struct range_wire), 0 },
+	[PROTO_OV_REQUEST] = { "OV_REQUEST", sizeof(struct block_wire), 0 },
+	[PROTO_OV_REPLY] = { "OV_REPLY", sizeof(struct block_wire), 0 },
+	[PROTO_RS_DONE] = { "RS_DONE", sizeof(struct rs_done_wire), 0 },
+	[PROTO_PING] = { "PING", 0, 0 },
+	[PROTO_PING_ACK] = { "PING_ACK", 0, 0 },
+	[PROTO_DISCONNECT] = { "DISCONNECT", sizeof(struct disconnect_wire),
+			       0 },
+};
+
+static bool type_valid(unsigned int type)
+{
+	return type && type < PROTO_TYPE_END;
+}
+
+const char *proto_type_name(unsigned int type)
+{
+	return type_valid(type) ? types[type].name : "?";
+}
+
+const char *proto_disc_name(unsigned int reason)
+{
+	static const char *const names[PROTO_DISC_END] = {
+		[PROTO_DISC_SHUTDOWN] = "shutdown",
+		[PROTO_DISC_PROTOCOL] = "protocol error",
+		[PROTO_DISC_AUTH] = "authentication failed",
+		[PROTO_DISC_RESOURCE] = "resource mismatch",
+		[PROTO_DISC_VERSION] = "no common protocol version",
+		[PROTO_DISC_SIZE] = "size mismatch",
+		[PROTO_DISC_NODE_ID] = "node id conflict",
+		[PROTO_DISC_FEATURES] = "missing feature",
+		[PROTO_DISC_CONFIG] = "configuration mismatch",
+		[PROTO_DISC_TWO_PRIMARIES] = "two primaries",
+		[PROTO_DISC_SPLIT_BRAIN] = "split brain",
+		[PROTO_DISC_IO_ERROR] = "I/O error",
+	};
+
+	return reason && reason < PROTO_DISC_END ? names[reason] : "?";
+}
+
+const char *proto_digest_name(unsigned int alg)
+{
+	switch (alg) {
+	case PROTO_DIGEST_NONE:
+		return "none";
+	case PROTO_DIGEST_CRC32C:
+		return "crc32c";
+	case PROTO_DIGEST_SHA256:
+		return "sha256";
+	}
+	return "?";
+}
+
+int proto_fixed_size(unsigned int type)
+{
+	return type_valid(type) ? types[type].fixed : -EINVAL;
+}
+
+static int bad(char *why, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int bad(char *why, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why && len) {
+		va_start(ap, fmt);
+		vsnprintf(why, len, fmt, ap);
+		va_end(ap);
+	}
+	return -EBADMSG;
+}
+
+static bool all_zero(const void *p, size_t len)
+{
+	const uint8_t *b = p;
+
+	for (size_t i = 0; i < len; i++)
+		if (b[i])
+			return false;
+	return true;
+}
+
+static size_t digest_size(unsigned int alg)
+{
+	return alg == PROTO_DIGEST_CRC32C ? 4 :
+	       alg == PROTO_DIGEST_SHA256 ? 32 : 0;
+}
+
+int proto_digest(unsigned int alg, const void *data, size_t len,
+		 uint8_t out[PROTO_DIGEST_MAX])
+{
+	struct be32 crc;
+
+	memset(out, 0, PROTO_DIGEST_MAX);
+	switch (alg) {
+	case PROTO_DIGEST_NONE:
+		return 0;
+	case PROTO_DIGEST_CRC32C:
+		crc = put_be32(crc32c(data, len));
+		memcpy(out, &crc, sizeof(crc));
+		return 0;
+	case PROTO_DIGEST_SHA256:
+		if (!EVP_Digest(data, len, out, NULL, EVP_sha256(), NULL))
+			return -EIO;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+uint32_t proto_payload_len(const struct proto_msg *m)
+{
+	uint64_t n;
+
+	switch (m->type) {
+	case PROTO_BITMAP:
+		n = (uint64_t)m->bitmap.count * PROTO_BM_PAGE_SIZE;
+		return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+	case PROTO_DATA:
+		return m->data.op == PROTO_OP_WRITE ? m->data.length : 0;
+	case PROTO_RS_DATA:
+		return m->block.result ? 0 : m->block.length;
+	}
+	return 0;
+}
+
+/* ---- checks shared by the encoder and the decoder ---- */
+
+/*
+ * A string field: NUL-terminated inside the field and printable ASCII,
+ * because it ends up in log lines and must not smuggle control characters
+ * into them.
+ */
+static int check_string(const char *t, const char *field, const char *s,
+			size_t size, bool allow_empty, char lowest,
+			char *why, size_t wl)
+{
+	const char *nul = memchr(s, '\0', size);
+
+	if (!nul)
+		return bad(why, wl, "%s: %s is not NUL-terminated", t, field);
+	if (nul == s && !allow_empty)
+		return bad(why, wl, "%s: %s is empty", t, field);
+	for (const char *c = s; c < nul; c++)
+		if (*c < lowest || *c > '~')
+			return bad(why, wl,
+				   "%s: %s has a non-printable byte 0x%02x", t,
+				   field, (unsigned char)*c);
+	return 0;
+}
+
+static int check_errno(const char *t, uint32_t result, bool allowed,
+		       char *why, size_t wl)
+{
+	if (!allowed && result)
+		return bad(why, wl, "%s: result %u must be 0", t, result);
+	if (result > PROTO_ERRNO_MAX)
+		return bad(why, wl, "%s: result %u is not an errno", t, result);
+	return 0;
+}
+
+/* sector + length inside the device; length a positive 512-multiple. */
+static int check_extent(const char *t, uint64_t sector, uint32_t length,
+			uint32_t max, const struct proto_limits *lim,
+			char *why, size_t wl)
+{
+	uint64_t dev_sectors;
+
+	if (!length || length % SECTOR_SIZE)
+		return bad(why, wl,
+			   "%s: length %u is not a positive multiple of 512",
+			   t, length);
+	if (length > max)
+		return bad(why, wl, "%s: length %u exceeds the maximum of %u",
+			   t, length, max);
+	if (!lim)
+		return 0;
+	if (!lim->dev_bytes)
+		return bad(why, wl,
+			   "%s: sector %llu named before the device size is known",
+			   t, (ull)sector);
+	dev_sectors = lim->dev_bytes >> SECTOR_SHIFT;
+	if (sector > dev_sectors ||
+	    length >> SECTOR_SHIFT > dev_sectors - sector)
+		return bad(why, wl,
+			   "%s: sector %llu + length %u reaches past the device end (%llu bytes)",
+			   t, (ull)sector, length, (ull)lim->dev_bytes);
+	return 0;
+}
+
+/* A digest field: known algorithm, zero past the digest's size. */
+static int check_digest(const char *t, unsigned int alg,
+			const uint8_t *digest, bool need_alg, char *why,
+			size_t wl)
+{
+	size_t n;
+
+	if (alg > PROTO_DIGEST_SHA256)
+		return bad(why, wl, "%s: digest_alg %u unknown", t, alg);
+	if (need_alg && alg == PROTO_DIGEST_NONE)
+		return bad(why, wl, "%s: digest_alg must not be none", t);
+	n = digest_size(alg);
+	if (!all_zero(digest + n, PROTO_DIGEST_MAX - n))
+		return bad(why, wl,
+			   "%s: digest bytes past the %zu-byte %s digest are not zero",
+			   t, n, proto_digest_name(alg));
+	return 0;
+}
+
+static uint64_t bm_pages(const struct proto_limits *lim)
+{
+	return bm_disk_bytes_for(lim->dev_bytes >> SECTOR_SHIFT,
+				 lim->bm_granularity) / BM_PAGE_SIZE;
+}
+
+static int check_hello(const struct proto_hello *h, char *why, size_t wl)
+{
+	if (!h->version_min)
+		return bad(why, wl, "HELLO: version_min 0 is not a version");
+	if (h->version_min > h->version_max)
+		return bad(why, wl, "HELLO: version_min %u > version_max %u",
+			   h->version_min, h->version_max);
+	if (h->hs_role != PROTO_HS_INITIATOR &&
+	    h->hs_role != PROTO_HS_ACCEPTOR)
+		return bad(why, wl, "HELLO: hs_role %u unknown", h->hs_role);
+	if (h->repl < PROTO_REPL_A || h->repl > PROTO_REPL_C)
+		return bad(why, wl, "HELLO: repl (replication protocol) %u unknown",
+			   h->repl);
+	if (h->data_digest > PROTO_DIGEST_SHA256)
+		return bad(why, wl, "HELLO: data_digest %u unknown",
+			   h->data_digest);
+	if (h->node_id > MD_NODE_ID_MAX)
+		return bad(why, wl, "HELLO: node_id %u out of range 0..%d",
+			   h->node_id, MD_NODE_ID_MAX);
+	if (!is_pow2(h->bm_granularity) || h->bm_granularity < BM_GRAN_MIN ||
+	    h->bm_granularity > BM_GRAN_MAX)
+		return bad(why, wl,
+			   "HELLO: bm_granularity %u is not a power of two in [%u, %u]",
+			   h->bm_granularity, BM_GRAN_MIN, BM_GRAN_MAX);
+	if (!h->data_bytes || h->data_bytes % SECTOR_SIZE)
+		return bad(why, wl,
+			   "HELLO: data_bytes %llu is not a positive multiple of 512",
+			   (ull)h->data_bytes);
+	if (all_zero(h->challenge, sizeof(h->challenge)))
+		return bad(why, wl, "HELLO: challenge is all zeros");
+	return check_string("HELLO", "resource", h->resource,
+			    sizeof(h->resource), false, '!', why, wl);
+}
+
+static int check_state(const struct proto_state *s,
+		       const struct proto_limits *lim, char *why, size_t wl)
+{
+	uint64_t bits;
+
+	if (s->role != PROTO_ROLE_SECONDARY && s->role != PROTO_ROLE_PRIMARY)
+		return bad(why, wl, "STATE: role %u unknown", s->role);
+	if (s->disk < PROTO_DISK_DISKLESS || s->disk > PROTO_DISK_UP_TO_DATE)
+		return bad(why, wl, "STATE: disk %u unknown", s->disk);
+	if (s->flags & ~(uint32_t)PROTO_SF_ALL)
+		return bad(why, wl, "STATE: flags 0x%x has unknown bits",
+			   s->flags);
+	/* A count, not a position: checked once the geometry is known. */
+	if (!lim || !lim->dev_bytes || !lim->bm_granularity)
+		return 0;
+	bits = DIV_ROUND_UP(lim->dev_bytes, lim->bm_granularity);
+	if (s->dirty_bits > bits)
+		return bad(why, wl,
+			   "STATE: dirty_bits %llu exceeds the %llu bits of the bitmap",
+			   (ull)s->dirty_bits, (ull)bits);
+	return 0;
+}
+
+static int check_bitmap(const struct proto_bitmap *b,
+			const struct proto_limits *lim, char *why, size_t wl)
+{
+	uint64_t pages;
+
+	if (b->flags & ~PROTO_BM_LAST)
+		return bad(why, wl, "BITMAP: flags 0x%x has unknown bits",
+			   b->flags);
+	if (b->count > PROTO_BM_PAGES_MAX)
+		return bad(why, wl, "BITMAP: count %u exceeds the maximum of %u",
+			   b->count, PROTO_BM_PAGES_MAX);
+	if (!b->count && !(b->flags & PROTO_BM_LAST))
+		return bad(why, wl, "BITMAP: count 0 in a frame that is not the last");
+	if (!lim)
+		return 0;
+	pages = bm_pages(lim);
+	if (!pages)
+		return bad(why, wl,
+			   "BITMAP: first_page %llu named before the bitmap geometry is known",
+			   (ull)b->first_page);
+	if (b->first_page > pages || b->count > pages - b->first_page)
+		return bad(why, wl,
+			   "BITMAP: first_page %llu + count %u past the %llu pages of the bitmap",
+			   (ull)b->first_page, b->count, (ull)pages);
+	return 0;
+}
+
+static int check_data(const struct proto_data *d,
+		      const struct proto_limits *lim, char *why, size_t wl)
+{
+	bool write = d->op == PROTO_OP_WRITE;
+
+	if (d->op < PROTO_OP_WRITE || d->op > PROTO_OP_WRITE_ZEROES)
+		return bad(why, wl, "DATA: op %u unknown", d->op);
+	if (d->flags & ~PROTO_DF_FUA)
+		return bad(why, wl, "DATA: flags 0x%x has unknown bits",
+			   d->flags);
+	if (!write && d->digest_alg != PROTO_DIGEST_NONE)
+		return bad(why, wl, "DATA: digest_alg %u on an op without data",
+			   d->digest_alg);
+	if (check_digest("DATA", d->digest_alg, d->digest, false, why, wl))
+		return -EBADMSG;
+	/* Discards and write-zeroes carry no payload: only u32 bounds them. */
+	return check_extent("DATA", d->sector, d->length,
+			    write ? PROTO_DATA_MAX : UINT32_MAX, lim, why, wl);
+}
+
+static int check_range(unsigned int type, const struct proto_range *r,
+		       const struct proto_limits *lim, char *why, size_t wl)
+{
+	const char *t = types[type].name;
+	bool ack = type == PROTO_ACK_RECV || type == PROTO_ACK_WRITE;
+	bool err = type == PROTO_ACK_WRITE || type == PROTO_RS_ACK;
+
+	if (check_errno(t, r->result, err, why, wl))
+		return -EBADMSG;
+	/* Acks answer DATA, which may be a discard longer than any payload. */
+	return check_extent(t, r->sector, r->length,
+			    ack ? UINT32_MAX : PROTO_DATA_MAX, lim, why, wl);
+}
+
+static int check_block(unsigned int type, const struct proto_block *b,
+		       const struct proto_limits *lim, char *why, size_t wl)
+{
+	const char *t = types[type].name;
+	bool err = type == PROTO_RS_DATA || type == PROTO_OV_REPLY;
+
+	if (check_errno(t, b->result, err, why, wl))
+		return -EBADMSG;
+	if (check_digest(t, b->digest_alg, b->digest, type != PROTO_RS_DATA,
+			 why, wl))
+		return -EBADMSG;
+	if (b->result && type == PROTO_RS_DATA && b->digest_alg)
+		return bad(why, wl, "%s: digest_alg must be none when result is set",
+			   t);
+	if ((type == PROTO_OV_REQUEST || b->result) &&
+	    !all_zero(b->digest, sizeof(b->digest)))
+		return bad(why, wl, "%s: digest must be zero %s", t,
+			   b->result ? "when result is set" : "in a request");
+	return check_extent(t, b->sector, b->length, PROTO_DATA_MAX, lim, why,
+			    wl);
+}
+
+static int check_msg(const struct proto_msg *m, const struct proto_limits *lim,
+		     char *why, size_t wl)
+{
+	const struct proto_barrier *b = &m->barrier;
+
+	switch (m->type) {
+	case PROTO_HELLO:
+		return check_hello(&m->hello, why, wl);
+	case PROTO_AUTH_RESULT:
+		if (m->auth_result.status > PROTO_AUTH_FAILED)
+			return bad(why, wl, "AUTH_RESULT: status %u unknown",
+				   m->auth_result.status);
+		if (m->auth_result.status == PROTO_AUTH_OK &&
+		    !m->auth_result.version)
+			return bad(why, wl,
+				   "AUTH_RESULT: version 0 in a success");
+		return 0;
+	case PROTO_STATE:
+		return check_state(&m->state, lim, why, wl);
+	case PROTO_BITMAP:
+		return check_bitmap(&m->bitmap, lim, why, wl);
+	case PROTO_DATA:
+		return check_data(&m->data, lim, why, wl);
+	case PROTO_ACK_RECV:
+	case PROTO_ACK_WRITE:
+	case PROTO_RS_REQUEST:
+	case PROTO_RS_IN_SYNC:
+	case PROTO_RS_ACK:
+		return check_range(m->type, &m->range, lim, why, wl);
+	case PROTO_RS_DATA:
+	case PROTO_RS_CSUM:
+	case PROTO_OV_REQUEST:
+	case PROTO_OV_REPLY:
+		return check_block(m->type, &m->block, lim, why, wl);
+	case PROTO_BARRIER:
+		if (b->flags & ~PROTO_BF_FLUSH)
+			return bad(why, wl, "BARRIER: flags 0x%x has unknown bits",
+				   b->flags);
+		return 0;
+	case PROTO_RS_DONE:
+		if (m->rs_done.kind != PROTO_RS_KIND_RESYNC &&
+		    m->rs_done.kind != PROTO_RS_KIND_VERIFY)
+			return bad(why, wl, "RS_DONE: kind %u unknown",
+				   m->rs_done.kind);
+		if (check_errno("RS_DONE", m->rs_done.result, true, why, wl))
+			return -EBADMSG;
+		if (lim && lim->dev_bytes &&
+		    m->rs_done.sectors > lim->dev_bytes >> SECTOR_SHIFT)
+			return bad(why, wl,
+				   "RS_DONE: sectors %llu exceeds the device (%llu bytes)",
+				   (ull)m->rs_done.sectors, (ull)lim->dev_bytes);
+		return 0;
+	case PROTO_DISCONNECT:
+		if (!m->disconnect.reason ||
+		    m->disconnect.reason >= PROTO_DISC_END)
+			return bad(why, wl, "DISCONNECT: reason %u unknown",
+				   m->disconnect.reason);
+		return check_string("DISCONNECT", "text", m->disconnect.text,
+				    sizeof(m->disconnect.text), true, ' ', why,
+				    wl);
+	case PROTO_AUTH:
+	case PROTO_BARRIER_ACK:
+	case PROTO_PING:
+	case PROTO_PING_ACK:
+		return 0; /* every value of every field is meaningful */
+	}
+	return bad(why, wl, "unknown message type %u", m->type);
+}
+
+/* ---- converters ---- */
+
+/* Copy a string field with zero padding, the canonical form. */
+static void put_string(char *dst, const char *src, size_t size)
+{
+	size_t n = strnlen(src, size - 1);
+
+	memcpy(dst, src, n);
+	memset(dst + n, 0, size - n);
+}
+
+static void encode_fixed(const struct proto_msg *m, void *out)
+{
+	union {
+		struct hello_wire *hello;
+		struct auth_wire *auth;
+		struct auth_result_wire *ar;
+		struct state_wire *state;
+		struct bitmap_wire *bm;
+		struct data_wire *data;
+		struct range_wire *range;
+		struct block_wire *block;
+		struct barrier_wire *barrier;
+		struct rs_done_wire *done;
+		struct disconnect_wire *disc;
+		void *p;
+	} w = { .p = out };
+
+	memset(out, 0, types[m->type].fixed);
+	switch (m->type) {
+	case PROTO_HELLO:
+		w.hello->version_min = put_be16(m->hello.version_min);
+		w.hello->version_max = put_be16(m->hello.version_max);
+		w.hello->hs_role = m->hello.hs_role;
+		w.hello->repl = m->hello.repl;
+		w.hello->data_digest = m->hello.data_digest;
+		w.hello->node_id = put_be32(m->hello.node_id);
+		w.hello->bm_granularity = put_be32(m->hello.bm_granularity);
+		w.hello->features = put_be64(m->hello.features);
+		w.hello->data_bytes = put_be64(m->hello.data_bytes);
+		memcpy(w.hello->challenge, m->hello.challenge,
+		       PROTO_CHALLENGE_SIZE);
+		put_string(w.hello->resource, m->hello.resource,
+			   PROTO_NAME_MAX);
+		break;
+	case PROTO_AUTH:
+		memcpy(w.auth->mac, m->auth.mac, PROTO_MAC_SIZE);
+		break;
+	case PROTO_AUTH_RESULT:
+		w.ar->status = put_be16(m->auth_result.status);
+		w.ar->version = put_be16(m->auth_result.version);
+		w.ar->features = put_be64(m->auth_result.features);
+		break;
+	case PROTO_STATE:
+		w.state->role = m->state.role;
+		w.state->disk = m->state.disk;
+		w.state->flags = put_be32(m->state.flags);
+		w.state->current_uuid = put_be64(m->state.current_uuid);
+		w.state->bitmap_uuid = put_be64(m->state.bitmap_uuid);
+		for (int i = 0; i < PROTO_HISTORY; i++)
+			w.state->history[i] = put_be64(m->state.history[i]);
+		w.state->dirty_bits = put_be64(m->state.dirty_bits);
+		break;
+	case PROTO_BITMAP:
+		w.bm->first_page = put_be64(m->bitmap.first_page);
+		w.bm->count = put_be32(m->bitmap.count);
+		w.bm->flags = put_be32(m->bitmap.flags);
+		break;
+	case PROTO_DATA:
+		w.data->sector = put_be64(m->data.sector);
+		w.data->length = put_be32(m->data.length);
+		w.data->op = m->data.op;
+		w.data->flags = m->data.flags;
+		w.data->digest_alg = m->data.digest_alg;
+		w.data->epoch = put_be64(m->data.epoch);
+		memcpy(w.data->digest, m->data.digest, PROTO_DIGEST_MAX);
+		break;
+	case PROTO_ACK_RECV:
+	case PROTO_ACK_WRITE:
+	case PROTO_RS_REQUEST:
+	case PROTO_RS_IN_SYNC:
+	case PROTO_RS_ACK:
+		w.range->sector = put_be64(m->range.sector);
+		w.range->length = put_be32(m->range.length);
+		w.range->result = put_be32(m->range.result);
+		break;
+	case PROTO_RS_DATA:
+	case PROTO_RS_CSUM:
+	case PROTO_OV_REQUEST:
+	case PROTO_OV_REPLY:
+		w.block->sector = put_be64(m->block.sector);
+		w.block->length = put_be32(m->block.length);
+		w.block->result = put_be32(m->block.result);
+		w.block->digest_alg = m->block.digest_alg;
+		memcpy(w.block->digest, m->block.digest, PROTO_DIGEST_MAX);
+		break;
+	case PROTO_BARRIER:
+	case PROTO_BARRIER_ACK:
+		w.barrier->epoch = put_be64(m->barrier.epoch);
+		w.barrier->value = put_be32(m->type == PROTO_BARRIER ?
+					    m->barrier.flags :
+					    m->barrier.nr_writes);
+		break;
+	case PROTO_RS_DONE:
+		w.done->kind = put_be16(m->rs_done.kind);
+		w.done->result = put_be32(m->rs_done.result);
+		w.done->sectors = put_be64(m->rs_done.sectors);
+		break;
+	case PROTO_DISCONNECT:
+		w.disc->reason = put_be32(m->disconnect.reason);
+		put_string(w.disc->text, m->disconnect.text, PROTO_TEXT_MAX);
+		break;
+	}
+}
+
+/* Wire -> CPU, with the checks only the wire form can fail: reserved
+ * bytes and string padding. */
+static int decode_fixed(unsigned int type, const void *in,
+			struct proto_msg *m, char *why, size_t wl)
+{
+	union {
+		const struct hello_wire *hello;
+		const struct auth_wire *auth;
+		const struct auth_result_wire *ar;
+		const struct state_wire *state;
+		const struct bitmap_wire *bm;
+		const struct data_wire *data;
+		const struct range_wire *range;
+		const struct block_wire *block;
+		const struct barrier_wire *barrier;
+		const struct rs_done_wire *done;
+		const struct disconnect_wire *disc;
+		const void *p;
+	} w = { .p = in };
+	const char *t = types[type].name;
+	const char *s;
+	bool rsvd = false;
+
+	switch (type) {
+	case PROTO_HELLO:
+		m->hello.version_min = get_be16(w.hello->version_min);
+		m->hello.version_max = get_be16(w.hello->version_max);
+		m->hello.hs_role = w.hello->hs_role;
+		m->hello.repl = w.hello->repl;
+		m->hello.data_digest = w.hello->data_digest;
+		m->hello.node_id = get_be32(w.hello->node_id);
+		m->hello.bm_granularity = get_be32(w.hello->bm_granularity);
+		m->hello.features = get_be64(w.hello->features);
+		m->hello.data_bytes = get_be64(w.hello->data_bytes);
+		memcpy(m->hello.challenge, w.hello->challenge,
+		       PROTO_CHALLENGE_SIZE);
+		memcpy(m->hello.resource, w.hello->resource, PROTO_NAME_MAX);
+		rsvd = w.hello->reserved;
+		s = memchr(m->hello.resource, '\0', PROTO_NAME_MAX);
+		if (s && !all_zero(s, m->hello.resource + PROTO_NAME_MAX - s))
+			return bad(why, wl,
+				   "HELLO: resource has non-zero bytes after its NUL");
+		break;
+	case PROTO_AUTH:
+		memcpy(m->auth.mac, w.auth->mac, PROTO_MAC_SIZE);
+		break;
+	case PROTO_AUTH_RESULT:
+		m->auth_result.status = get_be16(w.ar->status);
+		m->auth_result.version = get_be16(w.ar->version);
+		m->auth_result.features = get_be64(w.ar->features);
+		rsvd = get_be32(w.ar->reserved);
+		break;
+	case PROTO_STATE:
+		m->state.role = w.state->role;
+		m->state.disk = w.state->disk;
+		m->state.flags = get_be32(w.state->flags);
+		m->state.current_uuid = get_be64(w.state->current_uuid);
+		m->state.bitmap_uuid = get_be64(w.state->bitmap_uuid);
+		for (int i = 0; i < PROTO_HISTORY; i++)
+			m->state.history[i] = get_be64(w.state->history[i]);
+		m->state.dirty_bits = get_be64(w.state->dirty_bits);
+		rsvd = get_be16(w.state->reserved);
+		break;
+	case PROTO_BITMAP:
+		m->bitmap.first_page = get_be64(w.bm->first_page);
+		m->bitmap.count = get_be32(w.bm->count);
+		m->bitmap.flags = get_be32(w.bm->flags);
+		break;
+	case PROTO_DATA:
+		m->data.sector = get_be64(w.data->sector);
+		m->data.length = get_be32(w.data->length);
+		m->data.op = w.data->op;
+		m->data.flags = w.data->flags;
+		m->data.digest_alg = w.data->digest_alg;
+		m->data.epoch = get_be64(w.data->epoch);
+		memcpy(m->data.digest, w.data->digest, PROTO_DIGEST_MAX);
+		rsvd = w.data->reserved;
+		break;
+	case PROTO_ACK_RECV:
+	case PROTO_ACK_WRITE:
+	case PROTO_RS_REQUEST:
+	case PROTO_RS_IN_SYNC:
+	case PROTO_RS_ACK:
+		m->range.sector = get_be64(w.range->sector);
+		m->range.length = get_be32(w.range->length);
+		m->range.result = get_be32(w.range->result);
+		break;
+	case PROTO_RS_DATA:
+	case PROTO_RS_CSUM:
+	case PROTO_OV_REQUEST:
+	case PROTO_OV_REPLY:
+		m->block.sector = get_be64(w.block->sector);
+		m->block.length = get_be32(w.block->length);
+		m->block.result = get_be32(w.block->result);
+		m->block.digest_alg = w.block->digest_alg;
+		memcpy(m->block.digest, w.block->digest, PROTO_DIGEST_MAX);
+		rsvd = !all_zero(w.block->reserved, sizeof(w.block->reserved));
+		break;
+	case PROTO_BARRIER:
+	case PROTO_BARRIER_ACK:
+		m->barrier.epoch = get_be64(w.barrier->epoch);
+		if (type == PROTO_BARRIER)
+			m->barrier.flags = get_be32(w.barrier->value);
+		else
+			m->barrier.nr_writes = get_be32(w.barrier->value);
+		rsvd = get_be32(w.barrier->reserved);
+		break;
+	case PROTO_RS_DONE:
+		m->rs_done.kind = get_be16(w.done->kind);
+		m->rs_done.result = get_be32(w.done->result);
+		m->rs_done.sectors = get_be64(w.done->sectors);
+		rsvd = get_be16(w.done->reserved);
+		break;
+	case PROTO_DISCONNECT:
+		m->disconnect.reason = get_be32(w.disc->reason);
+		memcpy(m->disconnect.text, w.disc->text, PROTO_TEXT_MAX);
+		rsvd = get_be32(w.disc->reserved);
+		s = memchr(m->disconnect.text, '\0', PROTO_TEXT_MAX);
+		if (s && !all_zero(s, m->disconnect.text + PROTO_TEXT_MAX - s))
+			return bad(why, wl,
+				   "DISCONNECT: text has non-zero bytes after its NUL");
+		break;
+	}
+	if (rsvd)
+		return bad(why, wl, "%s: reserved field is not zero", t);
+	return 0;
+}
+
+ssize_t proto_encode(const struct proto_msg *m, void *buf, size_t len,
+		     char *why, size_t why_len)
+{
+	struct hdr_wire *h = buf;
+	uint8_t *fixed = (uint8_t *)buf + PROTO_HDR_SIZE;
+	size_t fsize;
+
+	if (!type_valid(m->type)) {
+		bad(why, why_len, "unknown message type %u", m->type);
+		return -EINVAL;
+	}
+	fsize = types[m->type].fixed;
+	if (len < PROTO_HDR_SIZE + fsize)
+		return -ENOSPC;
+	if (check_msg(m, NULL, why, why_len))
+		return -EINVAL;
+	encode_fixed(m, fixed);
+	h->magic = put_be32(PROTO_MAGIC);
+	h->type = put_be16(m->type);
+	h->flags = put_be16(0);
+	h->length = put_be32((uint32_t)fsize + proto_payload_len(m));
+	h->fixed_crc = put_be32(crc32c(fixed, fsize));
+	h->id = put_be64(m->id);
+	h->reserved = put_be32(0);
+	h->hdr_crc = put_be32(crc32c(h, HDR_CRC_LEN));
+	return (ssize_t)(PROTO_HDR_SIZE + fsize);
+}
+
+/* What the header says, once it has been checked. */
+struct hdr_info {
+	unsigned int type;
+	uint32_t length;	/* bytes after the header */
+	uint32_t fixed;		/* bytes of the fixed part */
+	uint32_t fixed_crc;
+	uint64_t id;
+};
+
+/*
+ * The header on its own. The CRC comes right after the magic so that no
+ * field, above all the length, is believed before it is known to be what
+ * the peer sent; the length is then bounded by the type's maximum before
+ * anything is read or allocated for it.
+ */
+static int decode_hdr(const void *buf, struct hdr_info *hi, char *why,
+		      size_t wl)
+{
+	const struct hdr_wire *h = buf;
+	uint32_t magic = get_be32(h->magic), crc, want;
+	const struct type_info *ti;
+
+	if (magic != PROTO_MAGIC)
+		return bad(why, wl,
+			   "bad magic 0x%08x: not a duet peer, or the stream lost sync",
+			   magic);
+	crc = get_be32(h->hdr_crc);
+	want = crc32c(h, HDR_CRC_LEN);
+	if (crc != want)
+		return bad(why, wl,
+			   "header CRC mismatch (0x%08x on the wire, 0x%08x computed)",
+			   crc, want);
+	hi->type = get_be16(h->type);
+	if (!type_valid(hi->type))
+		return bad(why, wl, "unknown message type %u", hi->type);
+	ti = &types[hi->type];
+	if (get_be16(h->flags))
+		return bad(why, wl, "%s: header flags 0x%x unknown", ti->name,
+			   get_be16(h->flags));
+	if (get_be32(h->reserved))
+		return bad(why, wl, "%s: header reserved field is not zero",
+			   ti->name);
+	hi->length = get_be32(h->length);
+	hi->fixed = ti->fixed;
+	if (hi->length < ti->fixed)
+		return bad(why, wl,
+			   "%s: length %u is shorter than the %u-byte fixed part",
+			   ti->name, hi->length, ti->fixed);
+	if (hi->length - ti->fixed > ti->max_payload)
+		return bad(why, wl,
+			   "%s: length %u exceeds the maximum of %u (fixed part %u + payload %u)",
+			   ti->name, hi->length, ti->fixed + ti->max_payload,
+			   ti->fixed, ti->max_payload);
+	hi->fixed_crc = get_be32(h->fixed_crc);
+	hi->id = get_be64(h->id);
+	return 0;
+}
+
+static int decode_body(const struct hdr_info *hi, const void *fixed,
+		       const struct proto_limits *lim, struct proto_msg *m,
+		       char *why, size_t wl)
+{
+	const char *t = types[hi->type].name;
+	uint32_t crc = crc32c(fixed, hi->fixed), payload;
+
+	if (crc != hi->fixed_crc)
+		return bad(why, wl,
+			   "%s: fixed part CRC mismatch (0x%08x on the wire, 0x%08x computed)",
+			   t, hi->fixed_crc, crc);
+	memset(m, 0, sizeof(*m));
+	m->type = (uint16_t)hi->type;
+	m->id = hi->id;
+	if (decode_fixed(hi->type, fixed, m, why, wl))
+		return -EBADMSG;
+	if (check_msg(m, lim, why, wl))
+		return -EBADMSG;
+	payload = proto_payload_len(m);
+	if (payload != hi->length - hi->fixed)
+		return bad(why, wl,
+			   "%s: length %u carries %u payload bytes, the fixed part announces %u",
+			   t, hi->length, hi->length - hi->fixed, payload);
+	m->payload_len = payload;
+	return 0;
+}
+
+/* DATA and RS_DATA may carry a digest of their payload. */
+static int check_payload(const struct proto_msg *m, char *why, size_t wl)
+{
+	uint8_t d[PROTO_DIGEST_MAX];
+	unsigned int alg;
+	const uint8_t *want;
+	uint64_t sector;
+
+	if (m->type == PROTO_DATA) {
+		alg = m->data.digest_alg;
+		want = m->data.digest;
+		sector = m->data.sector;
+	} else if (m->type == PROTO_RS_DATA) {
+		alg = m->block.digest_alg;
+		want = m->block.digest;
+		sector = m->block.sector;
+	} else {
+		return 0;
+	}
+	if (alg == PROTO_DIGEST_NONE || !m->payload_len)
+		return 0;
+	if (proto_digest(alg, m->payload, m->payload_len, d))
+		return bad(why, wl, "%s: cannot compute the %s digest",
+			   types[m->type].name, proto_digest_name(alg));
+	if (memcmp(d, want, PROTO_DIGEST_MAX))
+		return bad(why, wl,
+			   "%s: payload %s digest mismatch at sector %llu",
+			   types[m->type].name, proto_digest_name(alg),
+			   (ull)sector);
+	return 0;
+}
+
+int proto_decode(const void *buf, size_t len, const struct proto_limits *lim,
+		 struct proto_msg *m, size_t *frame_len, char *why,
+		 size_t why_len)
+{
+	static const struct proto_limits unknown;
+	const uint8_t *b = buf;
+	struct hdr_info hi;
+
+	/* Same order as the parser: both say the same about the same bytes. */
+	if (len < PROTO_HDR_SIZE)
+		return bad(why, why_len, "truncated header: %zu of %u bytes",
+			   len, PROTO_HDR_SIZE);
+	if (decode_hdr(b, &hi, why, why_len))
+		return -EBADMSG;
+	len -= PROTO_HDR_SIZE;
+	if (len < hi.fixed)
+		return bad(why, why_len, "%s: truncated fixed part: %zu of %u bytes",
+			   types[hi.type].name, len, hi.fixed);
+	if (decode_body(&hi, b + PROTO_HDR_SIZE, lim ? lim : &unknown, m, why,
+			why_len))
+		return -EBADMSG;
+	if (len - hi.fixed < m->payload_len)
+		return bad(why, why_len, "%s: truncated payload: %zu of %u bytes",
+			   types[hi.type].name, len - hi.fixed, m->payload_len);
+	if (m->payload_len)
+		m->payload = b + PROTO_HDR_SIZE + hi.fixed;
+	if (check_payload(m, why, why_len))
+		return -EBADMSG;
+	*frame_len = PROTO_HDR_SIZE + hi.length;
+	return 0;
+}
+
+/* ---- streaming parser ---- */
+
+enum parser_state {
+	PS_HDR,		/* collecting the header */
+	PS_FIXED,	/* collecting the fixed part */
+	PS_PAYLOAD,	/* collecting the payload */
+	PS_FRAME,	/* a frame was delivered; the next call starts anew */
+	PS_ERROR,
+};
+
+struct proto_parser {
+	enum parser_state state;
+	size_t have;		/* bytes of the current piece received */
+	struct proto_limits lim;
+	struct hdr_info hi;
+	struct proto_msg msg;
+	bool dest_given;	/* proto_parser_buf handed out the payload */
+	uint8_t *dest;		/* where the payload goes */
+	uint8_t *own;		/* PROTO_PAYLOAD_MAX bytes, on first use */
+	uint8_t head[PROTO_HDR_SIZE + PROTO_FIXED_MAX];
+	char err[192];
+};
+
+struct proto_parser *proto_parser_new(const struct proto_limits *lim)
+{
+	struct proto_parser *p = calloc(1, sizeof(*p));
+
+	if (!p) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (lim)
+		p->lim = *lim;
+	return p;
+}
+
+void proto_parser_free(struct proto_parser *p)
+{
+	if (!p)
+		return;
+	free(p->own);
+	free(p);
+}
+
+void proto_parser_set_limits(struct proto_parser *p,
+			     const struct proto_limits *lim)
+{
+	p->lim = *lim;
+}
+
+const struct proto_msg *proto_parser_msg(const struct proto_parser *p)
+{
+	return p->state == PS_FRAME || p->state == PS_PAYLOAD ? &p->msg : NULL;
+}
+
+const char *proto_parser_error(const struct proto_parser *p)
+{
+	return p->state == PS_ERROR ? p->err : "";
+}
+
+static int parser_fail(struct proto_parser *p)
+{
+	p->state = PS_ERROR;
+	return -EBADMSG;
+}
+
+void *proto_parser_buf(struct proto_parser *p, size_t *want)
+{
+	if (p->state == PS_FRAME) {
+		p->state = PS_HDR;
+		p->have = 0;
+	}
+	switch (p->state) {
+	case PS_HDR:
+		*want = PROTO_HDR_SIZE - p->have;
+		return p->head + p->have;
+	case PS_FIXED:
+		*want = p->hi.fixed - p->have;
+		return p->head + PROTO_HDR_SIZE + p->have;
+	case PS_PAYLOAD:
+		if (!p->dest) {
+			if (!p->own)
+				p->own = malloc(PROTO_PAYLOAD_MAX);
+			if (!p->own) {
+				errno = ENOMEM;
+				return NULL;
+			}
+			p->dest = p->own;
+			p->msg.payload = p->own;
+		}
+		p->dest_given = true;
+		*want = p->msg.payload_len - p->have;
+		return p->dest + p->have;
+	default:
+		errno = EBADMSG;
+		return NULL;
+	}
+}
+
+int proto_parser_set_payload(struct proto_parser *p, void *buf)
+{
+	if (p->state != PS_PAYLOAD || p->dest_given || !buf)
+		return -EINVAL;
+	p->dest = buf;
+	p->msg.payload = buf;
+	return 0;
+}
+
+/* Header and fixed part are in: decode them, announce the payload. */
+static int parser_fixed_done(struct proto_parser *p)
+{
+	if (decode_body(&p->hi, p->head + PROTO_HDR_SIZE, &p->lim, &p->msg,
+			p->err, sizeof(p->err)))
+		return parser_fail(p);
+	p->have = 0;
+	if (!p->msg.payload_len) {
+		p->state = PS_FRAME;
+		return PROTO_PARSE_FRAME;
+	}
+	p->state = PS_PAYLOAD;
+	p->dest = NULL;
+	p->dest_given = false;
+	return PROTO_PARSE_PAYLOAD;
+}
+
+int proto_parser_advance(struct proto_parser *p, size_t n)
+{
+	size_t want;
+
+	if (p->state == PS_ERROR)
+		return -EBADMSG;
+	if (!proto_parser_buf(p, &want))
+		return -errno;
+	if (n > want)
+		return -EINVAL;
+	p->have += n;
+	if (p->have < (p->state == PS_HDR ? PROTO_HDR_SIZE :
+		       p->state == PS_FIXED ? p->hi.fixed :
+					      p->msg.payload_len))
+		return PROTO_PARSE_MORE;
+
+	switch (p->state) {
+	case PS_HDR:
+		if (decode_hdr(p->head, &p->hi, p->err, sizeof(p->err)))
+			return parser_fail(p);
+		p->have = 0;
+		p->state = PS_FIXED;
+		if (p->hi.fixed)
+			return PROTO_PARSE_MORE;
+		return parser_fixed_done(p);
+	case PS_FIXED:
+		return parser_fixed_done(p);
+	case PS_PAYLOAD:
+		if (check_payload(&p->msg, p->err, sizeof(p->err)))
+			return parser_fail(p);
+		p->state = PS_FRAME;
+		return PROTO_PARSE_FRAME;
+	default:
+		return -EBADMSG;
+	}
+}
+
+int proto_parser_feed(struct proto_parser *p, const void *data, size_t len,
+		      size_t *consumed)
+{
+	const uint8_t *src = data;
+	size_t done = 0, want, n;
+	void *dst;
+	int r;
+
+	*consumed = 0;
+	if (p->state == PS_ERROR)
+		return -EBADMSG;
+	do {
+		dst = proto_parser_buf(p, &want);
+		if (!dst)
+			return -errno;
+		n = want < len - done ? want : len - done;
+		if (n)
+			memcpy(dst, src + done, n);
+		done += n;
+		r = proto_parser_advance(p, n);
+		*consumed = done;
+		if (r != PROTO_PARSE_MORE)
+			return r;
+	} while (done < len);
+	return PROTO_PARSE_MORE;
+}
