@@ -9,7 +9,7 @@ PKGS=(
 	libssl-dev libisal-dev libibverbs-dev librdmacm-dev rdma-core
 	ibverbs-utils
 	fio jq xz-utils cpio kmod e2fsprogs util-linux iproute2 nftables
-	procps psmisc
+	procps psmisc zstd iputils-ping
 	qemu-system-x86 qemu-utils busybox-static
 	nbdkit libnbd-bin
 )
