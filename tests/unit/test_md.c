@@ -40,7 +40,7 @@ enum {
 	O_AL_RING_BLOCKS = 136, O_AL_NR_SLOTS = 140, O_AL_EXTENT_SHIFT = 144,
 	O_RESERVED1 = 148, O_CURRENT_UUID = 152, O_HISTORY = 160,
 	O_PEERS = 192, /* 16 bytes each: node_id, flags, bitmap_uuid */
-	O_RESERVED2 = 256, O_END = 512,
+	O_PROMOTED = 256, O_RESERVED2 = 264, O_END = 512,
 };
 
 static uint64_t rd_be(const uint8_t *buf, size_t off, size_t size)
@@ -101,6 +101,7 @@ static void assert_sb_equal(const struct md_super *a, const struct md_super *b)
 	assert_int_equal(a->node_id, b->node_id);
 	assert_int_equal(a->device_uuid, b->device_uuid);
 	assert_int_equal(a->created, b->created);
+	assert_int_equal(a->promoted, b->promoted);
 	assert_int_equal(a->data_bytes, b->data_bytes);
 	assert_int_equal(a->md_dev_bytes, b->md_dev_bytes);
 	assert_int_equal(a->md_offset, b->md_offset);
@@ -409,6 +410,7 @@ static void fill_all_fields(struct md_super *sb)
 	sb->device_uuid = 0x1111222233334444ull;
 	sb->created = 1700000000;
 	sb->current_uuid = 0xc0ffee0000000001ull;
+	sb->promoted = 1795000000;
 	for (int i = 0; i < MD_HISTORY; i++)
 		sb->history[i] = 0xaaaa000000000000ull + (uint64_t)i;
 	for (int i = 0; i < MD_MAX_PEERS; i++) {
@@ -485,10 +487,13 @@ static void test_byte_format(void **state)
 		assert_int_equal(rd_be(buf, O_PEERS + 16 * i + 8, 8),
 				 sb.peers[i].bitmap_uuid);
 	}
+	assert_int_equal(rd_be(buf, O_PROMOTED, 8), sb.promoted);
 	/* Reserved words and everything after the struct are zero. */
 	assert_int_equal(rd_be(buf, O_RESERVED0, 4), 0);
 	assert_int_equal(rd_be(buf, O_RESERVED1, 4), 0);
-	for (size_t i = O_PEERS + 32; i < MD_SB_SIZE; i++)
+	for (size_t i = O_PEERS + 32; i < O_PROMOTED; i++)
+		assert_int_equal(buf[i], 0);
+	for (size_t i = O_RESERVED2; i < MD_SB_SIZE; i++)
 		assert_int_equal(buf[i], 0);
 	/* CRC32C of the whole slot with the crc field zeroed. */
 	{

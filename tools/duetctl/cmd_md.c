@@ -420,6 +420,8 @@ static void dump_human(const struct mdio *m, const struct slot_info si[2],
 	kv("al extent size", "%s",
 	   fmt_bytes(1ull << sb->al_extent_shift, buf, sizeof(buf)));
 	kv("current uuid", "%016" PRIx64, sb->current_uuid);
+	kv("promoted", "%" PRIu64 "%s", sb->promoted,
+	   sb->promoted ? "" : " (never)");
 	for (int i = 0; i < MD_HISTORY; i++) {
 		snprintf(key, sizeof(key), "history %d", i);
 		kv(key, "%016" PRIx64, sb->history[i]);
@@ -533,6 +535,7 @@ static json_t *dump_json_sb(const struct md_super *sb)
 			     "al_extent_bytes",
 			     (json_int_t)(1ull << sb->al_extent_shift)));
 	json_object_set_new(o, "current_uuid", hex64(sb->current_uuid));
+	json_object_set_new(o, "promoted", json_integer((json_int_t)sb->promoted));
 	json_object_set_new(o, "history", hist);
 	json_object_set_new(o, "peers", peers);
 	return o;

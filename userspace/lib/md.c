@@ -71,7 +71,8 @@ struct md_super_disk {
 	struct be64 current_uuid;	/* 152: generation of the data */
 	struct be64 history[MD_HISTORY];	  /* 160: newest first */
 	struct md_peer_disk peers[MD_MAX_PEERS]; /* 192 */
-	uint8_t reserved2[256];		/* 256: zero */
+	struct be64 promoted;		/* 256: seconds since the epoch */
+	uint8_t reserved2[248];		/* 264: zero */
 } __attribute__((packed));
 
 _Static_assert(sizeof(struct md_super_disk) == 512, "md_super_disk");
@@ -539,6 +540,7 @@ int md_encode(const struct md_super *sb, void *buf)
 	d->current_uuid = put_be64(sb->current_uuid);
 	for (int i = 0; i < MD_HISTORY; i++)
 		d->history[i] = put_be64(sb->history[i]);
+	d->promoted = put_be64(sb->promoted);
 	for (int i = 0; i < MD_MAX_PEERS; i++) {
 		d->peers[i].node_id = put_be32(sb->peers[i].node_id);
 		d->peers[i].flags = put_be32(sb->peers[i].flags);
@@ -575,6 +577,7 @@ static void from_disk(const struct md_super_disk *d, struct md_super *sb)
 	sb->current_uuid = get_be64(d->current_uuid);
 	for (int i = 0; i < MD_HISTORY; i++)
 		sb->history[i] = get_be64(d->history[i]);
+	sb->promoted = get_be64(d->promoted);
 	for (int i = 0; i < MD_MAX_PEERS; i++) {
 		sb->peers[i].node_id = get_be32(d->peers[i].node_id);
 		sb->peers[i].flags = get_be32(d->peers[i].flags);

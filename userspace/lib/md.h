@@ -84,6 +84,9 @@ struct md_super {
 	uint32_t al_extent_shift;	/* log2 of the extent size */
 
 	uint64_t current_uuid;		/* generation of the data */
+	uint64_t promoted;		/* last promotion to Primary, seconds
+					 * since the epoch; 0 never (used by
+					 * discard-younger-primary) */
 	uint64_t history[MD_HISTORY];	/* older generations, newest first */
 	struct md_peer peers[MD_MAX_PEERS];
 };
