@@ -222,7 +222,10 @@ static enum hs_step refuse(struct hs *hs, unsigned int code, bool tell,
 	va_end(ap);
 	hs->state = HS_ST_REFUSED;
 	hs->refusal = code;
-	log_err("%s: connection refused: %s", hs->resource, hs->reason);
+	/* the caller logs hs_reason(), rate-limited: a peer with a wrong
+	 * secret retries forever and must not flood the log */
+	log_dbg(LOG_CAT_PROTO, "%s: connection refused: %s", hs->resource,
+		hs->reason);
 	*out_len = 0;
 	if (tell) {
 		m.disconnect.reason = code;
