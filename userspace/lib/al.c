@@ -641,19 +641,7 @@ struct al_valid {
 	uint32_t idx; /* ring block */
 };
 
-static void al_why(char *why, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void al_why(char *why, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-}
+#define al_why(why, len, ...) ((void)util_why(0, why, len, __VA_ARGS__))
 
 static bool al_block_is_zero(const uint8_t *p)
 {

@@ -83,21 +83,6 @@ _Static_assert(offsetof(struct md_super_disk, peers) == 192, "peers");
 #define CRC_OFF offsetof(struct md_super_disk, crc)
 #define CRC_END (CRC_OFF + sizeof(struct be32))
 
-static int fail(int err, char *why, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(int err, char *why, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why && len) {
-		va_start(ap, fmt);
-		vsnprintf(why, len, fmt, ap);
-		va_end(ap);
-	}
-	return err;
-}
-
 /* CRC32C of the slot with the crc field taken as zero, without a copy. */
 static uint32_t slot_crc(const uint8_t *slot)
 {
@@ -130,16 +115,16 @@ static int check_area(const struct area *a, uint64_t dev_bytes,
 		      uint64_t md_off, uint64_t md_end, char *why, size_t len)
 {
 	if (a->off % MD_ALIGN || a->len % MD_ALIGN || !a->len)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "%s area (offset %llu, %llu bytes) is empty or not 4 KiB aligned",
 			    a->name, (ull)a->off, (ull)a->len);
 	if (a->off > dev_bytes || a->len > dev_bytes - a->off)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "%s area [%llu, %llu) extends past the end of the metadata device (%llu bytes)",
 			    a->name, (ull)a->off, (ull)(a->off + a->len),
 			    (ull)dev_bytes);
 	if (a->off < md_off || a->off + a->len > md_end)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "%s area [%llu, %llu) lies outside the metadata area [%llu, %llu)",
 			    a->name, (ull)a->off, (ull)(a->off + a->len),
 			    (ull)md_off, (ull)md_end);
@@ -154,7 +139,7 @@ static int check_overlaps(const struct area *a, size_t n, char *why,
 			if (a[i].off + a[i].len <= a[j].off ||
 			    a[j].off + a[j].len <= a[i].off)
 				continue;
-			return fail(-EUCLEAN, why, len,
+			return util_why(-EUCLEAN, why, len,
 				    "%s area [%llu, %llu) overlaps the %s area [%llu, %llu)",
 				    a[i].name, (ull)a[i].off,
 				    (ull)(a[i].off + a[i].len), a[j].name,
@@ -170,32 +155,32 @@ static int check_peers(const struct md_super *sb, char *why, size_t len)
 		const struct md_peer *p = &sb->peers[i];
 
 		if (p->flags & ~(uint32_t)MD_PF_ALL)
-			return fail(-EUCLEAN, why, len,
+			return util_why(-EUCLEAN, why, len,
 				    "peer slot %d: unknown flag bits 0x%x",
 				    i, p->flags & ~(uint32_t)MD_PF_ALL);
 		if (p->node_id > MD_NODE_ID_MAX)
-			return fail(-EUCLEAN, why, len,
+			return util_why(-EUCLEAN, why, len,
 				    "peer slot %d: node id %u out of range (0..%d)",
 				    i, p->node_id, MD_NODE_ID_MAX);
 		if (!(p->flags & MD_PF_USED)) {
 			if (p->flags)
-				return fail(-EUCLEAN, why, len,
+				return util_why(-EUCLEAN, why, len,
 					    "peer slot %d is not in use but has flags 0x%x",
 					    i, p->flags);
 			continue;
 		}
 		if ((uint32_t)i >= sb->bm_nr_slots)
-			return fail(-EUCLEAN, why, len,
+			return util_why(-EUCLEAN, why, len,
 				    "peer slot %d is in use but only %u bitmap(s) are allocated",
 				    i, sb->bm_nr_slots);
 		if (p->node_id == sb->node_id)
-			return fail(-EUCLEAN, why, len,
+			return util_why(-EUCLEAN, why, len,
 				    "peer slot %d has this node's own node id %u",
 				    i, p->node_id);
 		for (int j = 0; j < i; j++) {
 			if ((sb->peers[j].flags & MD_PF_USED) &&
 			    sb->peers[j].node_id == p->node_id)
-				return fail(-EUCLEAN, why, len,
+				return util_why(-EUCLEAN, why, len,
 					    "peer slots %d and %d both have node id %u",
 					    j, i, p->node_id);
 		}
@@ -208,52 +193,52 @@ static int check_scalars(const struct md_super *sb, uint64_t dev_bytes,
 			 char *why, size_t len)
 {
 	if (sb->placement != MD_INTERNAL && sb->placement != MD_EXTERNAL)
-		return fail(-EUCLEAN, why, len, "unknown placement %u",
+		return util_why(-EUCLEAN, why, len, "unknown placement %u",
 			    sb->placement);
 	if (sb->flags & ~(uint32_t)MD_F_ALL)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "unknown flag bits 0x%x in flags 0x%x",
 			    sb->flags & ~(uint32_t)MD_F_ALL, sb->flags);
 	if (sb->node_id > MD_NODE_ID_MAX)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "node id %u out of range (0..%d)", sb->node_id,
 			    MD_NODE_ID_MAX);
 	if (!sb->device_uuid)
-		return fail(-EUCLEAN, why, len, "device UUID is 0");
+		return util_why(-EUCLEAN, why, len, "device UUID is 0");
 	if (sb->md_dev_bytes > dev_bytes)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "metadata device is %llu bytes, smaller than the md_dev_bytes %llu recorded at creation: truncated?",
 			    (ull)dev_bytes, (ull)sb->md_dev_bytes);
 	if (sb->data_bytes % SECTOR_SIZE)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "data size %llu is not a multiple of 512",
 			    (ull)sb->data_bytes);
 	if (sb->data_bytes < MD_MIN_DATA_BYTES)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "data size %llu is below the minimum of %u bytes",
 			    (ull)sb->data_bytes, MD_MIN_DATA_BYTES);
 	if (!is_pow2(sb->bm_granularity) ||
 	    sb->bm_granularity < BM_GRAN_MIN ||
 	    sb->bm_granularity > BM_GRAN_MAX)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "bitmap granularity %u is not a power of two in [%u, %u]",
 			    sb->bm_granularity, BM_GRAN_MIN, BM_GRAN_MAX);
 	if (sb->bm_nr_slots < 1 || sb->bm_nr_slots > MD_MAX_PEERS)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "bitmap count %u out of range (1..%d)",
 			    sb->bm_nr_slots, MD_MAX_PEERS);
 	if (sb->al_nr_slots < AL_SLOTS_MIN || sb->al_nr_slots > AL_SLOTS_MAX)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "activity-log slot count %u out of range (%u..%u)",
 			    sb->al_nr_slots, AL_SLOTS_MIN, AL_SLOTS_MAX);
 	if (sb->al_extent_shift < AL_EXTENT_SHIFT_MIN ||
 	    sb->al_extent_shift > AL_EXTENT_SHIFT_MAX)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "activity-log extent shift %u out of range (%u..%u)",
 			    sb->al_extent_shift, AL_EXTENT_SHIFT_MIN,
 			    AL_EXTENT_SHIFT_MAX);
 	if (sb->al_ring_blocks != al_ring_blocks(sb->al_nr_slots))
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "activity-log ring of %u blocks, but %u slots need %u",
 			    sb->al_ring_blocks, sb->al_nr_slots,
 			    al_ring_blocks(sb->al_nr_slots));
@@ -279,18 +264,18 @@ static int md_validate(const struct md_super *sb, uint64_t dev_bytes,
 	md_end = sb->md_offset + sb->md_bytes;
 
 	if (sb->bm_bytes % BM_PAGE_SIZE)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "bitmap size %llu is not a multiple of 4096",
 			    (ull)sb->bm_bytes);
 	/* Keeps bm_bytes * bm_nr_slots below from overflowing. */
 	if (sb->bm_bytes > dev_bytes / sb->bm_nr_slots)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "%u bitmap(s) of %llu bytes do not fit the metadata device (%llu bytes)",
 			    sb->bm_nr_slots, (ull)sb->bm_bytes, (ull)dev_bytes);
 	need = bm_disk_bytes_for(sb->data_bytes >> SECTOR_SHIFT,
 				 sb->bm_granularity);
 	if (sb->bm_bytes < need)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "bitmap size %llu is smaller than the %llu bytes a %llu-byte data area needs at granularity %u",
 			    (ull)sb->bm_bytes, (ull)need, (ull)sb->data_bytes,
 			    sb->bm_granularity);
@@ -315,7 +300,7 @@ static int md_validate(const struct md_super *sb, uint64_t dev_bytes,
 
 	/* Internal: the data area [0, data_bytes) shares the device. */
 	if (sb->placement == MD_INTERNAL && sb->data_bytes > sb->md_offset)
-		return fail(-EUCLEAN, why, len,
+		return util_why(-EUCLEAN, why, len,
 			    "data area [0, %llu) overlaps the metadata area [%llu, %llu)",
 			    (ull)sb->data_bytes, (ull)sb->md_offset,
 			    (ull)md_end);
@@ -373,7 +358,7 @@ static int layout_internal(const struct md_geometry *g, uint32_t ring_bytes,
 				   sb->bm_granularity);
 	min_md = fixed + (uint64_t)sb->bm_nr_slots * min_md;
 	if (end < MD_MIN_DATA_BYTES + min_md)
-		return fail(-ENOSPC, why, len,
+		return util_why(-ENOSPC, why, len,
 			    "backing device of %llu bytes is too small for internal metadata: it needs at least %llu bytes (%u bytes of data plus %llu of metadata)",
 			    (ull)g->backing_bytes,
 			    (ull)(MD_MIN_DATA_BYTES + min_md),
@@ -381,7 +366,7 @@ static int layout_internal(const struct md_geometry *g, uint32_t ring_bytes,
 
 	b = internal_bm_bytes(end - fixed, sb->bm_nr_slots, sb->bm_granularity);
 	if (end - fixed - sb->bm_nr_slots * b < MD_MIN_DATA_BYTES)
-		return fail(-ENOSPC, why, len,
+		return util_why(-ENOSPC, why, len,
 			    "backing device of %llu bytes is too small for internal metadata: %llu bytes of metadata leave less than %u bytes of data",
 			    (ull)g->backing_bytes,
 			    (ull)(fixed + sb->bm_nr_slots * b),
@@ -405,13 +390,13 @@ static int layout_external(const struct md_geometry *g, uint32_t ring_bytes,
 	uint64_t b, need;
 
 	if (data < MD_MIN_DATA_BYTES)
-		return fail(-ENOSPC, why, len,
+		return util_why(-ENOSPC, why, len,
 			    "backing device of %llu bytes is too small: at least %u bytes of data are needed",
 			    (ull)g->backing_bytes, MD_MIN_DATA_BYTES);
 	b = bm_disk_bytes_for(data >> SECTOR_SHIFT, sb->bm_granularity);
 	need = 2 * MD_SB_SIZE + (uint64_t)ring_bytes + sb->bm_nr_slots * b;
 	if (g->md_dev_bytes < need)
-		return fail(-ENOSPC, why, len,
+		return util_why(-ENOSPC, why, len,
 			    "external metadata device of %llu bytes is too small: this layout needs %llu bytes (%llu of bitmap, %u of activity log, %u of superblocks)",
 			    (ull)g->md_dev_bytes, (ull)need,
 			    (ull)(sb->bm_nr_slots * b), ring_bytes,
@@ -436,7 +421,7 @@ int md_layout(const struct md_geometry *g, struct md_super *sb, char *why,
 	int ret;
 
 	if (!g || !sb)
-		return fail(-EINVAL, why, why_len, "no geometry");
+		return util_why(-EINVAL, why, why_len, "no geometry");
 	gran = g->bm_granularity ? g->bm_granularity : BM_GRAN_DEFAULT;
 	slots = g->al_nr_slots ? g->al_nr_slots : AL_SLOTS_DEFAULT;
 	shift = g->al_extent_shift ? g->al_extent_shift :
@@ -444,26 +429,26 @@ int md_layout(const struct md_geometry *g, struct md_super *sb, char *why,
 	nr = g->bm_nr_slots ? g->bm_nr_slots : 1;
 
 	if (g->placement != MD_INTERNAL && g->placement != MD_EXTERNAL)
-		return fail(-EINVAL, why, why_len, "unknown placement %d",
+		return util_why(-EINVAL, why, why_len, "unknown placement %d",
 			    (int)g->placement);
 	if (!is_pow2(gran) || gran < BM_GRAN_MIN || gran > BM_GRAN_MAX)
-		return fail(-EINVAL, why, why_len,
+		return util_why(-EINVAL, why, why_len,
 			    "bitmap granularity %u is not a power of two in [%u, %u]",
 			    gran, BM_GRAN_MIN, BM_GRAN_MAX);
 	if (slots < AL_SLOTS_MIN || slots > AL_SLOTS_MAX)
-		return fail(-EINVAL, why, why_len,
+		return util_why(-EINVAL, why, why_len,
 			    "activity-log slot count %u out of range (%u..%u)",
 			    slots, AL_SLOTS_MIN, AL_SLOTS_MAX);
 	if (shift < AL_EXTENT_SHIFT_MIN || shift > AL_EXTENT_SHIFT_MAX)
-		return fail(-EINVAL, why, why_len,
+		return util_why(-EINVAL, why, why_len,
 			    "activity-log extent shift %u out of range (%u..%u)",
 			    shift, AL_EXTENT_SHIFT_MIN, AL_EXTENT_SHIFT_MAX);
 	if (nr > MD_MAX_PEERS)
-		return fail(-EINVAL, why, why_len,
+		return util_why(-EINVAL, why, why_len,
 			    "bitmap count %u out of range (1..%d)", nr,
 			    MD_MAX_PEERS);
 	if (g->node_id > MD_NODE_ID_MAX)
-		return fail(-EINVAL, why, why_len,
+		return util_why(-EINVAL, why, why_len,
 			    "node id %u out of range (0..%d)", g->node_id,
 			    MD_NODE_ID_MAX);
 
@@ -596,28 +581,28 @@ int md_decode(const void *buf, uint64_t md_dev_bytes, struct md_super *sb,
 	int ret;
 
 	if (all_zero(p, MD_SB_SIZE))
-		return fail(-ENODATA, why, why_len,
+		return util_why(-ENODATA, why, why_len,
 			    "blank (all zeroes): no superblock");
 	magic = get_be64(d->magic);
 	if (magic != MD_MAGIC)
-		return fail(-ENODATA, why, why_len,
+		return util_why(-ENODATA, why, why_len,
 			    "no duet superblock (magic 0x%016llx, expected 0x%016llx \"DUETMDv1\")",
 			    (ull)magic, MD_MAGIC);
 	stored = get_be32(d->crc);
 	computed = slot_crc(p);
 	if (stored != computed)
-		return fail(-EBADMSG, why, why_len,
+		return util_why(-EBADMSG, why, why_len,
 			    "superblock CRC mismatch (stored 0x%08x, computed 0x%08x): torn write or corruption",
 			    stored, computed);
 	version = get_be32(d->version);
 	if (version != MD_VERSION)
-		return fail(-EPROTO, why, why_len,
+		return util_why(-EPROTO, why, why_len,
 			    "unknown metadata version %u (this duet reads version %d)",
 			    version, MD_VERSION);
 	if (get_be32(d->reserved0) || get_be32(d->reserved1) ||
 	    !all_zero(d->reserved2, sizeof(d->reserved2)) ||
 	    !all_zero(p + sizeof(*d), MD_SB_SIZE - sizeof(*d)))
-		return fail(-EUCLEAN, why, why_len,
+		return util_why(-EUCLEAN, why, why_len,
 			    "reserved bytes of the superblock are not zero (written by a newer duet?)");
 
 	from_disk(d, &tmp);

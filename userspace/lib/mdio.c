@@ -26,21 +26,6 @@
 
 typedef unsigned long long ull;
 
-static int fail(int err, char *why, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(int err, char *why, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why && len) {
-		va_start(ap, fmt);
-		vsnprintf(why, len, fmt, ap);
-		va_end(ap);
-	}
-	return err;
-}
-
 /* Whole-buffer pread: 0, -errno, or -EIO for a device that ends early. */
 static int read_full(int fd, void *buf, size_t len, uint64_t off)
 {
@@ -98,16 +83,16 @@ static int open_dev(const char *path, bool rdonly, int *fd_out,
 
 	fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (fd < 0)
-		return fail(-errno, why, len, "cannot open %s: %s", path,
+		return util_why(-errno, why, len, "cannot open %s: %s", path,
 			    strerror(errno));
 	if (fstat(fd, st)) {
-		ret = fail(-errno, why, len, "cannot stat %s: %s", path,
+		ret = util_why(-errno, why, len, "cannot stat %s: %s", path,
 			   strerror(errno));
 		goto out_close;
 	}
 	if (S_ISBLK(st->st_mode)) {
 		if (ioctl(fd, BLKGETSIZE64, bytes)) {
-			ret = fail(-errno, why, len,
+			ret = util_why(-errno, why, len,
 				   "cannot get the size of %s: %s", path,
 				   strerror(errno));
 			goto out_close;
@@ -115,7 +100,7 @@ static int open_dev(const char *path, bool rdonly, int *fd_out,
 	} else if (S_ISREG(st->st_mode)) {
 		*bytes = (uint64_t)st->st_size;
 	} else {
-		ret = fail(-EINVAL, why, len,
+		ret = util_why(-EINVAL, why, len,
 			   "%s is neither a block device nor a regular file",
 			   path);
 		goto out_close;
@@ -155,7 +140,7 @@ int mdio_open(struct mdio *m, const char *data_path, const char *md_path,
 		goto out_close;
 	/* The two layouts would overwrite each other's superblocks. */
 	if (dst.st_dev == mst.st_dev && dst.st_ino == mst.st_ino) {
-		ret = fail(-EINVAL, why, why_len,
+		ret = util_why(-EINVAL, why, why_len,
 			   "%s and %s are the same device: use internal metadata",
 			   data_path, md_path);
 		goto out_close;
@@ -202,7 +187,7 @@ static int read_slot(struct mdio *m, int i, uint64_t off, void *buf,
 	if (ret) {
 		snprintf(m->slot_state[i], sizeof(m->slot_state[i]),
 			 "read error: %s", strerror(-ret));
-		return fail(ret, why, len,
+		return util_why(ret, why, len,
 			    "cannot read superblock slot %d at offset %llu: %s",
 			    i, (ull)off, strerror(-ret));
 	}
@@ -234,7 +219,7 @@ static int read_slot(struct mdio *m, int i, uint64_t off, void *buf,
 	/* slot_state is short; a long message keeps its head. */
 	snprintf(m->slot_state[i], sizeof(m->slot_state[i]), "%.*s",
 		 (int)sizeof(m->slot_state[i]) - 1, msg);
-	return fail(ret, why, len, "slot %d (offset %llu): %s", i, (ull)off,
+	return util_why(ret, why, len, "slot %d (offset %llu): %s", i, (ull)off,
 		    msg);
 }
 
@@ -271,11 +256,11 @@ int mdio_probe(struct mdio *m, char *why, size_t why_len)
 		return 0; /* too small to hold a superblock at all */
 	buf = malloc(MD_SB_SIZE);
 	if (!buf)
-		return fail(-ENOMEM, why, why_len, "out of memory");
+		return util_why(-ENOMEM, why, why_len, "out of memory");
 	for (int i = 0; i < 2; i++) {
 		ret = read_slot(m, i, off[i], buf, &sb, msg[i], sizeof(msg[i]));
 		if (ret && !err_rank(ret)) {
-			fail(ret, why, why_len, "%s", msg[i]);
+			util_why(ret, why, why_len, "%s", msg[i]);
 			goto out_free;
 		}
 		if (ret != -ENODATA)
@@ -283,7 +268,7 @@ int mdio_probe(struct mdio *m, char *why, size_t why_len)
 	}
 	ret = found;
 	if (found)
-		fail(0, why, why_len, "slot 0: %s; slot 1: %s",
+		util_why(0, why, why_len, "slot 0: %s; slot 1: %s",
 		     m->slot_state[0], m->slot_state[1]);
 out_free:
 	free(buf);
@@ -299,11 +284,11 @@ static int load_bitmap(struct mdio *m, char *why, size_t len)
 	m->bm = bm_create(m->sb.data_bytes >> SECTOR_SHIFT,
 			  m->sb.bm_granularity);
 	if (!m->bm)
-		return fail(-errno, why, len, "cannot allocate the bitmap: %s",
+		return util_why(-errno, why, len, "cannot allocate the bitmap: %s",
 			    strerror(errno));
 	buf = malloc(IO_CHUNK);
 	if (!buf)
-		return fail(-ENOMEM, why, len, "out of memory");
+		return util_why(-ENOMEM, why, len, "out of memory");
 	pages = bm_nr_pages(m->bm);
 	while (page < pages) {
 		uint64_t n = pages - page;
@@ -313,7 +298,7 @@ static int load_bitmap(struct mdio *m, char *why, size_t len)
 		ret = read_full(m->md_fd, buf, n * BM_PAGE_SIZE,
 				mdio_bm_page_offset(m, page));
 		if (ret) {
-			fail(ret, why, len, "cannot read bitmap pages at %llu: %s",
+			util_why(ret, why, len, "cannot read bitmap pages at %llu: %s",
 			     (ull)mdio_bm_page_offset(m, page), strerror(-ret));
 			goto out_free;
 		}
@@ -321,7 +306,7 @@ static int load_bitmap(struct mdio *m, char *why, size_t len)
 			ret = bm_page_decode(m->bm, page,
 					     buf + i * BM_PAGE_SIZE);
 			if (ret) {
-				fail(ret, why, len,
+				util_why(ret, why, len,
 				     "bitmap page %llu (offset %llu): bits set past the end of the data area (corrupt, or another geometry)",
 				     (ull)page,
 				     (ull)mdio_bm_page_offset(m, page));
@@ -344,21 +329,21 @@ static int load_al(struct mdio *m, char *why, size_t len)
 	m->al = al_create(m->sb.al_nr_slots, m->sb.al_extent_shift,
 			  m->sb.data_bytes >> SECTOR_SHIFT);
 	if (!m->al)
-		return fail(-errno, why, len,
+		return util_why(-errno, why, len,
 			    "cannot set up the activity log: %s",
 			    strerror(errno));
 	ring = malloc(bytes);
 	if (!ring)
-		return fail(-ENOMEM, why, len, "out of memory");
+		return util_why(-ENOMEM, why, len, "out of memory");
 	ret = read_full(m->md_fd, ring, bytes, m->sb.al_offset);
 	if (ret) {
-		fail(ret, why, len, "cannot read the activity log at %llu: %s",
+		util_why(ret, why, len, "cannot read the activity log at %llu: %s",
 		     (ull)m->sb.al_offset, strerror(-ret));
 		goto out_free;
 	}
 	ret = al_recover(m->al, ring, m->sb.al_ring_blocks, msg, sizeof(msg));
 	if (ret)
-		fail(ret, why, len, "activity log: %s", msg);
+		util_why(ret, why, len, "activity log: %s", msg);
 out_free:
 	free(ring);
 	return ret;
@@ -380,24 +365,24 @@ int mdio_load(struct mdio *m, char *why, size_t why_len)
 	memset(&m->sb, 0, sizeof(m->sb));
 	m->sb_slot = -1;
 	if (md_sb_offsets(placement(m), m->md_dev_bytes, off))
-		return fail(-ENODATA, why, why_len,
+		return util_why(-ENODATA, why, why_len,
 			    "metadata device of %llu bytes is too small to hold superblocks",
 			    (ull)m->md_dev_bytes);
 	buf = malloc(MD_SB_SIZE);
 	if (!buf)
-		return fail(-ENOMEM, why, why_len, "out of memory");
+		return util_why(-ENOMEM, why, why_len, "out of memory");
 	for (int i = 0; i < 2; i++) {
 		err[i] = read_slot(m, i, off[i], buf, &sb[i], msg[i],
 				   sizeof(msg[i]));
 		if (err[i] && !err_rank(err[i])) {
-			ret = fail(err[i], why, why_len, "%s", msg[i]);
+			ret = util_why(err[i], why, why_len, "%s", msg[i]);
 			goto out_free;
 		}
 	}
 
 	if (err[0] && err[1]) {
 		best = err_rank(err[1]) > err_rank(err[0]) ? 1 : 0;
-		ret = fail(err[best], why, why_len,
+		ret = util_why(err[best], why, why_len,
 			   "no valid superblock: %s; %s", msg[0], msg[1]);
 		goto out_free;
 	}
@@ -572,23 +557,23 @@ static int zero_slots(struct mdio *m, char *why, size_t len)
 	int ret = 0;
 
 	if (md_sb_offsets(placement(m), m->md_dev_bytes, off))
-		return fail(-ENOSPC, why, len,
+		return util_why(-ENOSPC, why, len,
 			    "metadata device of %llu bytes is too small to hold superblocks",
 			    (ull)m->md_dev_bytes);
 	zero = calloc(1, MD_SB_SIZE);
 	if (!zero)
-		return fail(-ENOMEM, why, len, "out of memory");
+		return util_why(-ENOMEM, why, len, "out of memory");
 	for (int i = 0; i < 2 && !ret; i++) {
 		ret = write_full(m->md_fd, zero, MD_SB_SIZE, off[i]);
 		if (ret)
-			fail(ret, why, len,
+			util_why(ret, why, len,
 			     "cannot clear superblock slot %d at %llu: %s", i,
 			     (ull)off[i], strerror(-ret));
 	}
 	if (!ret) {
 		ret = sync_fd(m->md_fd);
 		if (ret)
-			fail(ret, why, len, "fdatasync: %s", strerror(-ret));
+			util_why(ret, why, len, "fdatasync: %s", strerror(-ret));
 	}
 	free(zero);
 	return ret;
@@ -597,7 +582,7 @@ static int zero_slots(struct mdio *m, char *why, size_t len)
 int mdio_wipe(struct mdio *m, char *why, size_t why_len)
 {
 	if (m->rdonly)
-		return fail(-EBADF, why, why_len, "opened read-only");
+		return util_why(-EBADF, why, why_len, "opened read-only");
 	bm_free(m->bm);
 	al_free(m->al);
 	m->bm = NULL;
@@ -640,12 +625,12 @@ static int write_fresh_areas(struct mdio *m, bool full_sync, char *why,
 
 	buf = malloc(IO_CHUNK);
 	if (!buf)
-		return fail(-ENOMEM, why, len, "out of memory");
+		return util_why(-ENOMEM, why, len, "out of memory");
 	if (full_sync) {
 		full = bm_create(m->sb.data_bytes >> SECTOR_SHIFT,
 				 m->sb.bm_granularity);
 		if (!full) {
-			ret = fail(-errno, why, len,
+			ret = util_why(-errno, why, len,
 				   "cannot allocate the bitmap: %s",
 				   strerror(errno));
 			goto out_free;
@@ -655,7 +640,7 @@ static int write_fresh_areas(struct mdio *m, bool full_sync, char *why,
 	for (uint32_t i = 0; i < m->sb.bm_nr_slots; i++) {
 		ret = write_bitmap(m, full, i, buf);
 		if (ret) {
-			fail(ret, why, len, "cannot write bitmap %u: %s", i,
+			util_why(ret, why, len, "cannot write bitmap %u: %s", i,
 			     strerror(-ret));
 			goto out_free;
 		}
@@ -665,7 +650,7 @@ static int write_fresh_areas(struct mdio *m, bool full_sync, char *why,
 		ret = write_full(m->md_fd, buf, AL_BLOCK_SIZE,
 				 mdio_al_block_offset(m, b));
 		if (ret) {
-			fail(ret, why, len,
+			util_why(ret, why, len,
 			     "cannot write activity-log block %u: %s", b,
 			     strerror(-ret));
 			goto out_free;
@@ -693,14 +678,14 @@ int mdio_create(struct mdio *m, const struct md_geometry *g, bool full_sync,
 	int ret;
 
 	if (m->rdonly)
-		return fail(-EBADF, why, why_len, "opened read-only");
+		return util_why(-EBADF, why, why_len, "opened read-only");
 	if (g->placement != placement(m))
-		return fail(-EINVAL, why, why_len,
+		return util_why(-EINVAL, why, why_len,
 			    "geometry asks for %s metadata but the devices were opened for %s",
 			    md_placement_name(g->placement),
 			    md_placement_name(placement(m)));
 	if (geo.backing_bytes && geo.backing_bytes != m->data_dev_bytes)
-		return fail(-EINVAL, why, why_len,
+		return util_why(-EINVAL, why, why_len,
 			    "geometry says the backing device has %llu bytes, it has %llu",
 			    (ull)geo.backing_bytes, (ull)m->data_dev_bytes);
 	geo.backing_bytes = m->data_dev_bytes;
@@ -708,7 +693,7 @@ int mdio_create(struct mdio *m, const struct md_geometry *g, bool full_sync,
 		geo.md_dev_bytes = 0;
 	} else {
 		if (geo.md_dev_bytes && geo.md_dev_bytes != m->md_dev_bytes)
-			return fail(-EINVAL, why, why_len,
+			return util_why(-EINVAL, why, why_len,
 				    "geometry says the metadata device has %llu bytes, it has %llu",
 				    (ull)geo.md_dev_bytes,
 				    (ull)m->md_dev_bytes);
@@ -730,25 +715,25 @@ int mdio_create(struct mdio *m, const struct md_geometry *g, bool full_sync,
 	/* The areas must be durable before a superblock points at them. */
 	ret = sync_fd(m->md_fd);
 	if (ret) {
-		fail(ret, why, why_len, "fdatasync: %s", strerror(-ret));
+		util_why(ret, why, why_len, "fdatasync: %s", strerror(-ret));
 		goto out_reset;
 	}
 
 	buf = malloc(MD_SB_SIZE);
 	if (!buf) {
-		ret = fail(-ENOMEM, why, why_len, "out of memory");
+		ret = util_why(-ENOMEM, why, why_len, "out of memory");
 		goto out_reset;
 	}
 	for (int i = 0; i < 2 && !ret; i++) {
 		sb.seq = (uint64_t)i + 1;
 		ret = md_encode(&sb, buf);
 		if (ret) {
-			fail(ret, why, why_len, "cannot encode the superblock");
+			util_why(ret, why, why_len, "cannot encode the superblock");
 			break;
 		}
 		ret = write_full(m->md_fd, buf, MD_SB_SIZE, sb.sb_offset[i]);
 		if (ret)
-			fail(ret, why, why_len,
+			util_why(ret, why, why_len,
 			     "cannot write superblock slot %d: %s", i,
 			     strerror(-ret));
 	}
@@ -756,7 +741,7 @@ int mdio_create(struct mdio *m, const struct md_geometry *g, bool full_sync,
 	if (!ret) {
 		ret = sync_fd(m->md_fd);
 		if (ret)
-			fail(ret, why, why_len, "fdatasync: %s", strerror(-ret));
+			util_why(ret, why, why_len, "fdatasync: %s", strerror(-ret));
 	}
 	if (ret)
 		goto out_reset;

@@ -226,20 +226,8 @@ int proto_fixed_size(unsigned int type)
 	return type_valid(type) ? types[type].fixed : -EINVAL;
 }
 
-static int bad(char *why, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int bad(char *why, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why && len) {
-		va_start(ap, fmt);
-		vsnprintf(why, len, fmt, ap);
-		va_end(ap);
-	}
-	return -EBADMSG;
-}
+/* Every decoder refusal: -EBADMSG with the reason. */
+#define bad(why, len, ...) util_why(-EBADMSG, why, len, __VA_ARGS__)
 
 static bool all_zero(const void *p, size_t len)
 {

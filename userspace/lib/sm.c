@@ -13,24 +13,11 @@
 #include "sm.h"
 #include "util.h"
 
-static int sm_say(char *why, size_t len, int err, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
 /* Short names for the many messages below. */
 #define DISK(d) sm_disk_name(d)
 #define ROLE(r) sm_role_name(r)
 
-static int sm_say(char *why, size_t len, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why && len) {
-		va_start(ap, fmt);
-		vsnprintf(why, len, fmt, ap);
-		va_end(ap);
-	}
-	return err;
-}
+#define sm_say(why, len, err, ...) util_why(err, why, len, __VA_ARGS__)
 
 static bool sm_real_disk(enum sm_disk d)
 {

@@ -34,6 +34,14 @@ int util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 /* Human-readable size with a binary suffix, e.g. "4.0 GiB"; returns buf. */
 const char *util_fmt_size(uint64_t bytes, char *buf, size_t len);
 
+/*
+ * Format a reason for the caller into @why (@len bytes; either may be
+ * NULL/0 when nobody wants the text) and return @err, so that a refusal is
+ * one line: return util_why(-EINVAL, why, len, "granularity %u ...", g);
+ */
+int util_why(int err, char *why, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 /* 64 random bits from the kernel's CSPRNG; never 0 (0 means "no UUID"). */
 uint64_t util_random_u64(void);
 
