@@ -90,7 +90,7 @@ check:
 	@tools/deps.sh
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined unit-tests
-	@tests/run.sh
+	@DUET_BUILD=$(abspath $(B)) tests/run.sh
 
 deps:
 	@tools/deps.sh

@@ -11,7 +11,7 @@
 # the end unless DEMO_KEEP=1.
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-DUETCTL=$TOP/build/duetctl
+DUETCTL=${DUET_BUILD:-$TOP/build}/duetctl
 DEMO_DIR=${DEMO_DIR:-/var/tmp/duet-demo}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }

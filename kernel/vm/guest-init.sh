@@ -41,6 +41,10 @@ halt_now() {
 	# Not even "reboot: Power down" (printed at KERN_EMERG) after this.
 	[ "$VERBOSE" = 1 ] || echo 0 >/proc/sys/kernel/printk
 	flush_ttys
+	# The UART is drained, but qemu may still hold console bytes it could
+	# not yet write to a slow reader on the host (seen under load: the last
+	# lines, exit marker included, were lost at power-off). Give it time.
+	sleep 1
 	poweroff -f
 	sleep 5 # poweroff -f does not return; never let PID 1 exit
 }

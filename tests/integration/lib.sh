@@ -20,7 +20,7 @@
 #
 # Variables set on sourcing:
 #   TOP        repository root
-#   BUILD      build directory ($BUILD if already set, else $TOP/build)
+#   BUILD      build directory ($BUILD, else $DUET_BUILD, else $TOP/build)
 #   DUETCTL    $BUILD/duetctl      DUETD    $BUILD/duetd
 #   T          a fresh temporary directory, removed at exit
 #              (DUET_KEEP_TMP=1 keeps it and prints where it is)
@@ -52,7 +52,7 @@
 # Logging:       step MESSAGE (a "== MESSAGE" progress line)
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BUILD=${BUILD:-$TOP/build}
+BUILD=${BUILD:-${DUET_BUILD:-$TOP/build}}
 DUETCTL=$BUILD/duetctl
 DUETD=$BUILD/duetd
 RC=0 OUT='' ERR=''

@@ -72,7 +72,7 @@ if [ "$GUEST" = 0 ]; then
 fi
 
 # ----------------------------------------------------------------- guest
-DUETCTL=$TOP/build/duetctl
+DUETCTL=${DUET_BUILD:-$TOP/build}/duetctl
 W=$(mktemp -d /tmp/bench.XXXXXX)
 export DUET_CONFIG_DIR=$W/etc DUET_RUN_DIR=$W/run DUET_NODE=bench
 mkdir -p "$DUET_CONFIG_DIR" "$DUET_RUN_DIR"
