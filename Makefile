@@ -98,7 +98,8 @@ deps:
 # duet's main job, end to end on this machine (README).
 demo:
 	@tools/deps.sh
-	@$(MAKE) --no-print-directory all
+	@echo "building duet..."
+	@$(MAKE) --no-print-directory -s all
 	@tools/demo.sh
 
 format:

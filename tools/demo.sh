@@ -17,30 +17,36 @@ DEMO_DIR=${DEMO_DIR:-/var/tmp/duet-demo}
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
+# $1: the disk holding r0's data and metadata (the image itself, or the
+# guest's /dev/vda when it is attached to the test kernel).
 device_part() {
-	local dev
-	export DUET_CONFIG_DIR=$DEMO_DIR/etc DUET_RUN_DIR=$DEMO_DIR/run DUET_NODE=alpha
+	local disk=$1 dev etc=/run/duet-demo/etc mnt=/run/duet-demo/mnt
+	export DUET_CONFIG_DIR=$etc DUET_RUN_DIR=/run/duet-demo/run DUET_NODE=alpha
+	mkdir -p "$etc" "$mnt" "$DUET_RUN_DIR"
+	sed "s|disk = \"[^\"]*\"|disk = \"$disk\"|" "$CONF" >"$etc/r0.conf"
 	step "bring the device up"
 	run "$DUETCTL" up r0
 	run "$DUETCTL" status r0
-	dev=$("$DUETCTL" status r0 --json | jq -r '.device.path')
+	dev=$("$DUETCTL" status r0 --json | jq -r '.device')
 	step "a filesystem on $dev"
 	run mkfs.ext4 -q -F "$dev"
-	mkdir -p "$DEMO_DIR/mnt"
-	run mount "$dev" "$DEMO_DIR/mnt"
-	run dd if=/dev/urandom of="$DEMO_DIR/mnt/hello.bin" bs=1M count=16 status=none
+	run mount "$dev" "$mnt"
+	run dd if=/dev/urandom of="$mnt/hello.bin" bs=1M count=16 status=none
 	run sync
-	run sha256sum "$DEMO_DIR/mnt/hello.bin"
-	run umount "$DEMO_DIR/mnt"
+	run sha256sum "$mnt/hello.bin"
+	run umount "$mnt"
 	run fsck.ext4 -n "$dev"
 	run "$DUETCTL" status r0
 	step "take it down"
 	run "$DUETCTL" down r0
-	run "$DUETCTL" dump-md r0
+	printf '$ duetctl dump-md r0 --json | jq ...   # the writes left hot extents in the activity log\n'
+	"$DUETCTL" dump-md r0 --json | jq -cM '{flags: .superblock.flags,
+		al_active: .activity_log.active, dirty_bytes: .bitmap.dirty_bytes}'
 }
 
 if [ "${1:-}" = "--device-part" ]; then
-	device_part
+	CONF=$2
+	device_part "$3"
 	exit 0
 fi
 
@@ -69,19 +75,19 @@ run "$DUETCTL" create-md r0
 step "look at it"
 run "$DUETCTL" dump-md r0
 printf '$ duetctl dump-md r0 --json | jq ...\n'
-"$DUETCTL" dump-md r0 --json | jq -c '{version, data_bytes: .superblock.data_bytes, bm_granularity: .superblock.bm_granularity, al_slots: .activity_log.nr_slots}' 2>/dev/null ||
-	"$DUETCTL" dump-md r0 --json | head -20
+"$DUETCTL" dump-md r0 --json | jq -cM '{version: .superblock.version, data_bytes: .superblock.data_bytes,
+	dirty_bytes: .bitmap.dirty_bytes, al_slots: .activity_log.nr_slots}'
 
 step "refusals are clear"
 printf '$ duetctl create-md r0   # again, without --force\n'
 "$DUETCTL" create-md r0 || echo "(exit $?: refused, as it should be)"
 
 if [ -e /dev/ublk-control ] || modprobe ublk_drv 2>/dev/null; then
-	"$0" --device-part
+	"$0" --device-part "$DEMO_DIR/etc/r0.conf" "$DEMO_DIR/alpha.img"
 elif [ -x "$TOP/kernel/vm/duet-vm" ]; then
-	step "this kernel has no ublk: continuing in the test kernel (qemu)"
-	"$TOP/kernel/vm/duet-vm" run --share "$DEMO_DIR" -- \
-		env DEMO_DIR="$DEMO_DIR" "$0" --device-part
+	step "this kernel has no ublk: continuing in the test kernel (qemu), the image as /dev/vda"
+	"$TOP/kernel/vm/duet-vm" run --timeout 300 --disk "$DEMO_DIR/alpha.img" -- \
+		"$0" --device-part "$DEMO_DIR/etc/r0.conf" /dev/vda
 else
 	echo "no ublk here and no test kernel harness: skipping the device part"
 fi
