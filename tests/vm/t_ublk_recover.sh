@@ -56,7 +56,10 @@ assert_eq "$(json .recovered)" false "recovered on a fresh start"
 FIO=(fio --name=rec --filename="$dev" --ioengine=io_uring --direct=1
 	--rw=randwrite --bs=4k --iodepth=16 --numjobs=2 --size=96M
 	--offset_increment=96M --io_size=40M --verify=crc32c
-	--verify_state_save=1 --group_reporting)
+	--verify_state_save=1 --group_reporting
+	# paced, so neither phase can finish before the test has killed the
+	# daemon under it (~10 s per phase; the kill comes after ~1 s of I/O)
+	--rate_iops=1000)
 
 step "kill -9 duetd in the middle of the write phase"
 bg_start fio_write "${FIO[@]}" --do_verify=0

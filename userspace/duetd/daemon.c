@@ -18,6 +18,8 @@
 #include "eng.h"
 #include "log.h"
 #include "meta.h"
+#include "nbd.h"
+#include "repl.h"
 #include "runfile.h"
 #include "util.h"
 
@@ -30,6 +32,7 @@ void daemon_init(struct daemon *d)
 	d->ready_fd = -1;
 	d->pid_fd = -1;
 	d->down_efd = -1;
+	d->nbd_fd = -1;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->cond, NULL);
 }
@@ -159,6 +162,13 @@ static int h_status(void *arg, json_t *req, json_t *resp)
 				    ms.error ? json_string(strerror(-ms.error)) :
 					       json_null());
 	}
+	if (d->repl && d->state == DAEMON_RUNNING)
+		repl_status(d->repl, resp);
+	if (d->nbd && d->state == DAEMON_RUNNING) {
+		o = json_object();
+		nbd_status(d->nbd, o);
+		json_object_set_new(resp, "nbd", o);
+	}
 	pthread_mutex_unlock(&d->lock);
 	return 0;
 }
@@ -194,6 +204,70 @@ static int h_down(void *arg, json_t *req, json_t *resp)
 	return 0;
 }
 
+/* The resource's replication, or a refusal when it has no peer. */
+static struct repl *need_repl(struct daemon *d, json_t *resp, int *ret)
+{
+	*ret = 0;
+	if (d->repl && d->state == DAEMON_RUNNING)
+		return d->repl;
+	*ret = ctl_error(resp, d->repl ? -EAGAIN : -EINVAL,
+			 d->repl ? "the resource is not running" :
+				   "%s has no peer: roles need a two-node resource",
+			 d->res);
+	return NULL;
+}
+
+static int h_role(struct daemon *d, json_t *req, json_t *resp, bool primary)
+{
+	char why[256] = "";
+	struct repl *r;
+	int ret;
+
+	pthread_mutex_lock(&d->lock);
+	r = need_repl(d, resp, &ret);
+	pthread_mutex_unlock(&d->lock);
+	if (!r)
+		return ret;
+	ret = repl_role(r, primary,
+			json_is_true(json_object_get(req, "force")), why,
+			sizeof(why));
+	if (ret)
+		return ctl_error(resp, ret, "%s", why[0] ? why : strerror(-ret));
+	repl_status(r, resp);
+	return 0;
+}
+
+static int h_primary(void *arg, json_t *req, json_t *resp)
+{
+	return h_role(arg, req, resp, true);
+}
+
+static int h_secondary(void *arg, json_t *req, json_t *resp)
+{
+	return h_role(arg, req, resp, false);
+}
+
+static int h_new_current_uuid(void *arg, json_t *req, json_t *resp)
+{
+	struct daemon *d = arg;
+	char why[256] = "";
+	struct repl *r;
+	int ret;
+
+	pthread_mutex_lock(&d->lock);
+	r = need_repl(d, resp, &ret);
+	pthread_mutex_unlock(&d->lock);
+	if (!r)
+		return ret;
+	ret = repl_new_current_uuid(
+		r, json_is_true(json_object_get(req, "clear_bitmap")), why,
+		sizeof(why));
+	if (ret)
+		return ctl_error(resp, ret, "%s", why[0] ? why : strerror(-ret));
+	repl_status(r, resp);
+	return 0;
+}
+
 static int start_ctl(struct daemon *d)
 {
 	char path[PATH_MAX];
@@ -213,6 +287,13 @@ static int start_ctl(struct daemon *d)
 	ret = ctl_register(d->ctl, "status", h_status, d);
 	if (!ret)
 		ret = ctl_register(d->ctl, "down", h_down, d);
+	if (!ret)
+		ret = ctl_register(d->ctl, "primary", h_primary, d);
+	if (!ret)
+		ret = ctl_register(d->ctl, "secondary", h_secondary, d);
+	if (!ret)
+		ret = ctl_register(d->ctl, "new-current-uuid",
+				   h_new_current_uuid, d);
 	if (!ret)
 		ret = ctl_start(d->ctl);
 	if (ret)
@@ -329,6 +410,58 @@ static int mark_stopped(struct daemon *d, bool bm_flushed)
 	return ret;
 }
 
+/*
+ * ublk front end: unless --no-ublk, or the driver is absent and an NBD
+ * export is configured (so the host, which has no ublk, can run a pair
+ * through NBD clients).
+ */
+static bool use_ublk(const struct daemon *d)
+{
+	if (d->no_ublk)
+		return false;
+	return !(d->self->nbd_listen[0] &&
+		 access("/dev/ublk-control", F_OK));
+}
+
+/*
+ * The NBD export of the node's nbd-listen: a second front end on the same
+ * data path (its meta slot is above the ublk queues'), own backing fd.
+ */
+static int start_nbd(struct daemon *d)
+{
+	struct nbd_params np = { 0 };
+	bool is_bdev, direct;
+	char why[512];
+	int ret;
+
+	ret = eng_open_backing(d->self->disk, &d->nbd_fd, &is_bdev, &direct);
+	if (ret) {
+		log_err("NBD: opening %s: %s", d->self->disk, strerror(-ret));
+		return ret;
+	}
+	np.listen = d->self->nbd_listen;
+	np.name = d->res;
+	np.size = d->md.sb.data_bytes;
+	np.min_block = d->cfg->logical_block_size;
+	np.pref_block = d->cfg->physical_block_size;
+	np.piece_bytes = d->cfg->max_io_bytes;
+	np.trim = d->cfg->discard;
+	np.path_id = META_MAX_QUEUES - 1;
+	np.eng = eng_find(d->cfg->io_engine);
+	np.backing_fd = d->nbd_fd;
+	np.backing_is_bdev = is_bdev;
+	np.helper = d->helper;
+	np.meta = d->meta;
+	d->nbd = nbd_start(&np, why, sizeof(why));
+	if (!d->nbd) {
+		ret = -errno;
+		log_err("NBD: %s", why);
+		return ret;
+	}
+	log_notice("NBD export %s on %s", d->res, nbd_address(d->nbd));
+	return 0;
+}
+
 int daemon_start(struct daemon *d)
 {
 	struct dev_config c;
@@ -342,8 +475,33 @@ int daemon_start(struct daemon *d)
 	if (mark_primary(d))
 		return DAEMON_EXIT_FAIL;
 
-	d->meta = meta_create(&d->md, META_MAX_QUEUES, d->peer != NULL);
-	if (!d->meta || meta_start(d->meta)) {
+	/* With a peer, the data path marks what the peer did not confirm
+	 * (path.h), so meta need not mark every write. */
+	d->meta = meta_create(&d->md, META_MAX_QUEUES, false);
+	if (!d->meta) {
+		log_err("cannot set up the activity log: %s", strerror(errno));
+		return DAEMON_EXIT_FAIL;
+	}
+	if (d->peer) {
+		struct repl_params rp = {
+			.cfg = d->cfg,
+			.self = d->self,
+			.peer = d->peer,
+			.md = &d->md,
+			.meta = d->meta,
+			.backing = d->self->disk,
+			.data_bytes = d->md.sb.data_bytes,
+		};
+
+		d->repl = repl_create(&rp);
+		if (!d->repl) {
+			log_err("cannot set up replication: %s",
+				strerror(errno));
+			return DAEMON_EXIT_FAIL;
+		}
+		meta_set_repl(d->meta, d->repl);
+	}
+	if (meta_start(d->meta)) {
 		log_err("cannot start the metadata thread");
 		return DAEMON_EXIT_FAIL;
 	}
@@ -354,7 +512,10 @@ int daemon_start(struct daemon *d)
 		return DAEMON_EXIT_FAIL;
 	}
 
-	if (runfile_read_dev_id(d->run_dir, d->res, &prev))
+	if (d->repl && repl_start(d->repl))
+		return DAEMON_EXIT_FAIL;
+
+	if (use_ublk(d) && runfile_read_dev_id(d->run_dir, d->res, &prev))
 		prev = -1;
 	memset(&c, 0, sizeof(c));
 	c.resource = d->res;
@@ -371,8 +532,12 @@ int daemon_start(struct daemon *d)
 	c.data_bytes = d->md.sb.data_bytes;
 	c.al_extent_shift = al_extent_shift(d->md.al);
 	c.al_nr_slots = al_nr_slots(d->md.al);
-	d->dev = dev_up(&c, d->meta, d->helper, why, sizeof(why));
-	if (!d->dev) {
+	if (use_ublk(d))
+		d->dev = dev_up(&c, d->meta, d->helper, why, sizeof(why));
+	else
+		log_notice("no ublk driver (/dev/ublk-control): serving %s over NBD only",
+			   d->res);
+	if (use_ublk(d) && !d->dev) {
 		ret = -errno;
 		log_err("%s", why);
 		return ret == -EEXIST || ret == -EBUSY ? DAEMON_EXIT_BUSY :
@@ -381,19 +546,26 @@ int daemon_start(struct daemon *d)
 							  DAEMON_EXIT_KERNEL :
 							  DAEMON_EXIT_FAIL;
 	}
-	ret = runfile_write_state(d->run_dir, d->res, getpid(),
-				  dev_id(d->dev), dev_path(d->dev));
-	if (ret)
-		log_warn("cannot write the state file: %s (a restart after a crash will not find the device)",
-			 strerror(-ret));
+	if (d->dev) {
+		ret = runfile_write_state(d->run_dir, d->res, getpid(),
+					  dev_id(d->dev), dev_path(d->dev));
+		if (ret)
+			log_warn("cannot write the state file: %s (a restart after a crash will not find the device)",
+				 strerror(-ret));
+	}
+	if (d->self->nbd_listen[0] && start_nbd(d))
+		return DAEMON_EXIT_FAIL;
 	/* The socket appears last: once it answers, the device is ready. */
 	if (start_ctl(d))
 		return DAEMON_EXIT_FAIL;
+	if (d->repl)
+		repl_set_ctl(d->repl, d->ctl);
 	pthread_mutex_lock(&d->lock);
 	d->state = DAEMON_RUNNING;
 	d->started = time(NULL);
 	pthread_mutex_unlock(&d->lock);
-	log_notice("serving %s on %s (%s)", d->self->disk, dev_path(d->dev),
+	log_notice("serving %s on %s (%s)", d->self->disk,
+		   d->dev ? dev_path(d->dev) : "NBD",
 		   d->peer ? "peer not connected: writes are tracked in the bitmap" :
 			     "standalone");
 	return 0;
@@ -405,11 +577,22 @@ static int stop_io(struct daemon *d, bool *bm_flushed)
 	int ret = 0, r;
 
 	*bm_flushed = false;
+	nbd_stop(d->nbd);
+	d->nbd = NULL;
+	if (d->nbd_fd >= 0)
+		close(d->nbd_fd);
+	d->nbd_fd = -1;
 	if (d->dev) {
 		ret = dev_down(d->dev);
 		d->dev = NULL;
 		if (!ret)
 			runfile_remove_state(d->run_dir, d->res);
+	}
+	/* after the front ends: nothing waits for the peer any more */
+	if (d->repl) {
+		if (d->repl)
+			repl_set_ctl(d->repl, NULL);
+		repl_stop(d->repl);
 	}
 	eng_helper_stop(d->helper);
 	d->helper = NULL;
@@ -471,6 +654,8 @@ void daemon_cleanup(struct daemon *d)
 		mark_stopped(d, flushed);
 	meta_destroy(d->meta);
 	d->meta = NULL;
+	repl_destroy(d->repl);
+	d->repl = NULL;
 	if (d->md_open)
 		mdio_close(&d->md);
 	d->md_open = false;

@@ -46,6 +46,8 @@ struct dev;
 struct meta;
 struct eng_helper;
 struct ctl_server;
+struct repl;
+struct nbd_server;
 
 struct daemon {
 	/* options */
@@ -55,6 +57,7 @@ struct daemon {
 	const char *run_dir;
 	bool foreground;
 	int ready_fd;		/* pipe to the waiting parent, or -1 */
+	bool no_ublk;		/* NBD only (--no-ublk) */
 
 	struct cfg_resource *cfg;
 	const struct cfg_node *self;
@@ -67,6 +70,9 @@ struct daemon {
 	struct eng_helper *helper;
 	struct dev *dev;
 	struct ctl_server *ctl;
+	struct repl *repl;	/* NULL without a peer */
+	struct nbd_server *nbd;	/* NULL without nbd-listen */
+	int nbd_fd;		/* the NBD export's backing fd */
 	int pid_fd;
 	int down_efd;		/* "down" handler -> main thread */
 	time_t started;

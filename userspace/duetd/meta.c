@@ -23,11 +23,16 @@ struct meta {
 	struct al *al;
 	struct bm *bm;
 	bool track_peer;
+	struct repl *repl;
 	unsigned int nr_queues;
 	int wake_fd[META_MAX_QUEUES];
 	uint64_t want_commit;	/* queues parked on a transaction */
 	uint64_t want_free;	/* queues parked on -EBUSY */
 	bool kicked;		/* kick_fd written, thread not yet looked */
+	bool want_bm_sync;	/* meta_sync_bm() asked for it */
+	uint64_t bm_sync_req;	/* meta_sync_bm_wait() tickets */
+	uint64_t bm_sync_done;
+	pthread_cond_t bm_sync_cond;
 	bool stop;
 	int error;		/* sticky metadata write error */
 
@@ -73,6 +78,7 @@ struct meta *meta_create(struct mdio *m, unsigned int nr_queues,
 	if (!mt->block || !mt->pages)
 		goto out_close;
 	pthread_mutex_init(&mt->lock, NULL);
+	pthread_cond_init(&mt->bm_sync_cond, NULL);
 	return mt;
 
 out_close:
@@ -90,6 +96,7 @@ void meta_destroy(struct meta *mt)
 	if (!mt)
 		return;
 	meta_stop(mt);
+	pthread_cond_destroy(&mt->bm_sync_cond);
 	pthread_mutex_destroy(&mt->lock);
 	close(mt->kick_fd);
 	free(mt->block);
@@ -206,36 +213,15 @@ static bool extent_done(const struct meta *mt, uint32_t e)
  * (more evictions may have been staged meanwhile), 0 when every evicted
  * extent is persisted, -errno on a write error.
  */
-static int persist_evicted(struct meta *mt)
+/*
+ * Write the @k pages encoded at mt->pages (indexes in mt->page_idx) and
+ * fdatasync, with the lock dropped around the I/O. Only the metadata thread
+ * writes bitmap pages, so an older copy of a page never lands after a
+ * newer one. On error every page counts as changed again.
+ */
+static int write_pages(struct meta *mt, unsigned int k)
 {
-	uint32_t ev[AL_UPDATES_PER_TXN];
-	unsigned int k = 0;
-	size_t n;
 	int ret = 0;
-
-	n = al_txn_evicted(mt->al, ev, ARRAY_SIZE(ev));
-	if (n > ARRAY_SIZE(ev))
-		n = ARRAY_SIZE(ev);
-	for (size_t i = 0; i < n && k < META_PAGE_BATCH; i++) {
-		uint64_t s, nr, first, last, p;
-
-		if (extent_done(mt, ev[i]))
-			continue;
-		al_extent_range(mt->al, ev[i], &s, &nr);
-		bm_pages_of_range(mt->bm, s, nr, &first, &last);
-		for (p = first; p <= last && k < META_PAGE_BATCH; p++) {
-			if (!bm_page_changed(mt->bm, p))
-				continue;
-			bm_page_encode(mt->bm, p,
-				       mt->pages + (size_t)k * BM_PAGE_SIZE);
-			bm_page_mark_clean(mt->bm, p);
-			mt->page_idx[k++] = p;
-		}
-		if (p > last && mt->nr_done < ARRAY_SIZE(mt->done))
-			mt->done[mt->nr_done++] = ev[i];
-	}
-	if (!k)
-		return 0;
 
 	pthread_mutex_unlock(&mt->lock);
 	for (unsigned int i = 0; i < k && !ret; i++) {
@@ -267,8 +253,104 @@ static int persist_evicted(struct meta *mt)
 		bm_mark_all_changed(mt->bm);
 		return ret;
 	}
+	return 0;
+}
+
+static int persist_evicted(struct meta *mt)
+{
+	uint32_t ev[AL_UPDATES_PER_TXN];
+	unsigned int k = 0;
+	size_t n;
+	int ret = 0;
+
+	n = al_txn_evicted(mt->al, ev, ARRAY_SIZE(ev));
+	if (n > ARRAY_SIZE(ev))
+		n = ARRAY_SIZE(ev);
+	for (size_t i = 0; i < n && k < META_PAGE_BATCH; i++) {
+		uint64_t s, nr, first, last, p;
+
+		if (extent_done(mt, ev[i]))
+			continue;
+		al_extent_range(mt->al, ev[i], &s, &nr);
+		bm_pages_of_range(mt->bm, s, nr, &first, &last);
+		for (p = first; p <= last && k < META_PAGE_BATCH; p++) {
+			if (!bm_page_changed(mt->bm, p))
+				continue;
+			bm_page_encode(mt->bm, p,
+				       mt->pages + (size_t)k * BM_PAGE_SIZE);
+			bm_page_mark_clean(mt->bm, p);
+			mt->page_idx[k++] = p;
+		}
+		if (p > last && mt->nr_done < ARRAY_SIZE(mt->done))
+			mt->done[mt->nr_done++] = ev[i];
+	}
+	if (!k)
+		return 0;
+
+	ret = write_pages(mt, k);
+	if (ret)
+		return ret;
 	mt->bm_pages += k;
 	return 1;
+}
+
+/*
+ * meta_sync_bm(): every changed page, so that a resync interrupted by a
+ * crash resumes near where it stopped. With the lock held.
+ */
+static void persist_changed(struct meta *mt)
+{
+	int64_t p = 0;
+	int ret;
+
+	while (!mt->stop && !mt->error) {
+		unsigned int k = 0;
+
+		while (k < META_PAGE_BATCH &&
+		       (p = bm_next_changed_page(mt->bm, (uint64_t)p)) >= 0) {
+			bm_page_encode(mt->bm, (uint64_t)p,
+				       mt->pages + (size_t)k * BM_PAGE_SIZE);
+			bm_page_mark_clean(mt->bm, (uint64_t)p);
+			mt->page_idx[k++] = (uint64_t)p++;
+		}
+		if (!k)
+			return;
+		ret = write_pages(mt, k);
+		if (ret) {
+			log_warn("meta: writing bitmap pages: %s",
+				 strerror(-ret));
+			return;
+		}
+		mt->bm_pages += k;
+		if (p < 0)
+			return;
+	}
+}
+
+int meta_sync_bm_wait(struct meta *mt)
+{
+	uint64_t req;
+	int ret;
+
+	pthread_mutex_lock(&mt->lock);
+	req = ++mt->bm_sync_req;
+	mt->want_bm_sync = true;
+	pthread_mutex_unlock(&mt->lock);
+	efd_signal(mt->kick_fd);
+	pthread_mutex_lock(&mt->lock);
+	while (mt->bm_sync_done < req && !mt->stop && mt->running)
+		pthread_cond_wait(&mt->bm_sync_cond, &mt->lock);
+	ret = mt->bm_sync_done >= req ? mt->error : -ESHUTDOWN;
+	pthread_mutex_unlock(&mt->lock);
+	return ret;
+}
+
+void meta_sync_bm(struct meta *mt)
+{
+	pthread_mutex_lock(&mt->lock);
+	mt->want_bm_sync = true;
+	pthread_mutex_unlock(&mt->lock);
+	efd_signal(mt->kick_fd);
 }
 
 /* With the lock held; may drop it for I/O. */
@@ -336,6 +418,16 @@ static void *meta_main(void *arg)
 			break;
 		}
 		write_txns(mt);
+		if (mt->want_bm_sync) {
+			uint64_t req = mt->bm_sync_req;
+
+			mt->want_bm_sync = false;
+			persist_changed(mt);
+			mt->bm_sync_done = req;
+			pthread_cond_broadcast(&mt->bm_sync_cond);
+			/* transactions staged meanwhile */
+			write_txns(mt);
+		}
 		pthread_mutex_unlock(&mt->lock);
 	}
 	return NULL;
@@ -357,6 +449,7 @@ void meta_stop(struct meta *mt)
 		return;
 	pthread_mutex_lock(&mt->lock);
 	mt->stop = true;
+	pthread_cond_broadcast(&mt->bm_sync_cond);
 	pthread_mutex_unlock(&mt->lock);
 	efd_signal(mt->kick_fd);
 	pthread_join(mt->thread, NULL);
@@ -384,4 +477,32 @@ int meta_flush(struct meta *mt)
 	ret = mdio_flush_bm(mt->md);
 	pthread_mutex_unlock(&mt->lock);
 	return ret;
+}
+
+void meta_mark_peer(struct meta *mt, uint64_t sector, uint64_t nr_sectors)
+{
+	pthread_mutex_lock(&mt->lock);
+	bm_set_range(mt->bm, sector, nr_sectors);
+	pthread_mutex_unlock(&mt->lock);
+}
+
+void meta_set_repl(struct meta *mt, struct repl *r)
+{
+	mt->repl = r;
+}
+
+struct repl *meta_repl(struct meta *mt)
+{
+	return mt->repl;
+}
+
+struct bm *meta_lock_bm(struct meta *mt)
+{
+	pthread_mutex_lock(&mt->lock);
+	return mt->bm;
+}
+
+void meta_unlock_bm(struct meta *mt)
+{
+	pthread_mutex_unlock(&mt->lock);
 }

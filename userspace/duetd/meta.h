@@ -64,6 +64,33 @@ int meta_seq_ready(struct meta *mt, unsigned int q, uint64_t seq);
 void meta_end_io(struct meta *mt, unsigned int q, uint64_t sector,
 		 uint64_t nr_sectors);
 
+/*
+ * The peer did not confirm a write (not connected, connection lost, the
+ * peer failed it): mark its range in the bitmap. Call before meta_end_io
+ * for that write, so the extent is still hot in the activity log (a crash
+ * before the bitmap page is written is covered by the AL). Any thread.
+ */
+void meta_mark_peer(struct meta *mt, uint64_t sector, uint64_t nr_sectors);
+
+/*
+ * The replication handle the data paths use (repl.h), or NULL without a
+ * peer. Set before the device starts; read by path threads.
+ */
+struct repl;
+void meta_set_repl(struct meta *mt, struct repl *r);
+struct repl *meta_repl(struct meta *mt);
+/*
+ * Have the metadata thread write every changed bitmap page (resync
+ * progress: bits cleared). Asynchronous; any thread.
+ */
+void meta_sync_bm(struct meta *mt);
+/* The same, waiting until the pages are on disk: 0, the sticky metadata
+ * error, or -ESHUTDOWN when the thread is not running. */
+int meta_sync_bm_wait(struct meta *mt);
+/* The bitmap, for resync and status: only under meta's lock (below). */
+struct bm *meta_lock_bm(struct meta *mt);
+void meta_unlock_bm(struct meta *mt);
+
 struct meta_stats {
 	uint64_t txns;		/* AL transactions written */
 	uint64_t bm_pages;	/* bitmap pages written for evictions */

@@ -3,9 +3,9 @@
  * A ublk queue thread: ublk commands and backing I/O on one io_uring.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -18,35 +18,25 @@
 /* user_data kinds of the queue's own SQEs (engine bit clear). */
 enum {
 	KIND_CMD = 1,	/* FETCH_REQ / COMMIT_AND_FETCH_REQ */
-	KIND_WAKE,	/* read of the wake eventfd */
 };
 
 enum io_state {
 	IO_CMD = 0,	/* a command is with the kernel, waiting for a request */
-	IO_SERVING,	/* the request is ours: parked or in the engine */
+	IO_SERVING,	/* the request is ours: in the data path */
 	IO_DEAD,	/* aborted: the device is going away */
-};
-
-enum io_wait {
-	WAIT_NONE = 0,
-	WAIT_SEQ,	/* AL transaction io->seq must become durable */
-	WAIT_BUSY,	/* al_begin_io said -EBUSY: ask again */
 };
 
 struct q_io {
 	void *buf;
-	uint64_t sector;
-	uint32_t nr_sectors;
-	uint64_t seq;		/* AL transaction; FLUSH: the dirty mark */
-	int32_t wait_next;	/* parked list, -1 ends it */
+	uint32_t len;		/* READ/WRITE: bytes, the result on success */
 	uint8_t state;		/* enum io_state */
-	uint8_t wait;		/* enum io_wait */
-	bool al_held;		/* meta_begin_io succeeded: end_io owed */
+	uint8_t op;		/* enum eng_op */
 };
 
 struct queue {
 	struct queue_params p;
 	pthread_t thread;
+	char name[24];
 
 	pthread_mutex_t ready_lock;
 	pthread_cond_t ready_cond;
@@ -62,19 +52,12 @@ struct queue {
 	uint8_t *bufs;
 	size_t bufs_len;
 	struct q_io *ios;
-	struct eng_req *reqs;
-	struct eng_queue eq;
-	bool eq_ok;
+	struct path *path;
 
-	int wake_fd;
-	uint64_t wake_val;
-	int32_t wait_head;
-	int32_t wait_tail;
 	unsigned int nr_cmds;	/* commands with the kernel */
-	unsigned int nr_busy;	/* requests being served */
-	unsigned int nr_logged;	/* I/O errors logged (rate limit) */
 
-	struct queue_stats st;
+	uint64_t loops;		/* io_uring_enter calls of the loop */
+	uint64_t cqes;		/* completions they reaped */
 };
 
 static inline void st_add(uint64_t *c, uint64_t v)
@@ -130,233 +113,56 @@ static void queue_cmd(struct queue *q, unsigned int tag, bool fetch,
 	q->nr_cmds++;
 }
 
-static void arm_wake(struct queue *q)
+/* path complete(): answer the kernel and take the tag's next request. */
+static void on_path_done(void *owner, unsigned int tag, int res)
 {
-	struct io_uring_sqe *sqe = get_sqe(q);
-
-	if (!sqe) {
-		log_err("queue %u: no SQE for the wake eventfd", q->p.id);
-		return;
-	}
-	io_uring_prep_read(sqe, q->wake_fd, &q->wake_val, sizeof(q->wake_val),
-			   0);
-	sqe->user_data = eng_ud(false, KIND_WAKE, 0);
-}
-
-/* An fdatasync that began when dirty was @mark succeeded. */
-static void flush_done(struct queue_shared *sh, uint64_t mark)
-{
-	uint64_t cur = __atomic_load_n(&sh->flushed, __ATOMIC_ACQUIRE);
-
-	while (cur < mark &&
-	       !__atomic_compare_exchange_n(&sh->flushed, &cur, mark, false,
-					    __ATOMIC_SEQ_CST,
-					    __ATOMIC_ACQUIRE))
-		;
-}
-
-/* The request on @tag is done: release the AL, answer the kernel. */
-static void finish(struct queue *q, unsigned int tag, int res)
-{
+	struct queue *q = owner;
 	struct q_io *io = &q->ios[tag];
-	struct eng_req *rq = &q->reqs[tag];
 	int32_t result = res;
 
-	if (io->al_held) {
-		meta_end_io(q->p.meta, q->p.id, io->sector, io->nr_sectors);
-		io->al_held = false;
-	}
-	/* Before the kernel hears of the completion: a FLUSH issued after
-	 * it must see the change (a failed write may have changed data too). */
-	if ((rq->op == ENG_OP_WRITE && (!rq->fua || res < 0)) ||
-	    rq->op == ENG_OP_DISCARD || rq->op == ENG_OP_WRITE_ZEROES)
-		__atomic_add_fetch(&q->p.shared->dirty, 1, __ATOMIC_SEQ_CST);
-	if (rq->op == ENG_OP_FLUSH && !res)
-		flush_done(q->p.shared, io->seq);
-	if (res < 0) {
-		st_add(&q->st.errors, 1);
-		if (q->nr_logged < 20) {
-			q->nr_logged++;
-			log_warn("queue %u: op %u sector %llu+%u failed: %s",
-				 q->p.id, rq->op,
-				 (unsigned long long)io->sector,
-				 io->nr_sectors, strerror(-res));
-		}
-	} else if (rq->op == ENG_OP_READ || rq->op == ENG_OP_WRITE) {
-		/* the block layer wants the byte count of a transfer */
-		result = (int32_t)rq->len;
-	} else {
-		result = 0;
-	}
-	io->wait = WAIT_NONE;
-	q->nr_busy--;
+	/* the block layer wants the byte count of a transfer */
+	if (!res && (io->op == ENG_OP_READ || io->op == ENG_OP_WRITE))
+		result = (int32_t)io->len;
 	queue_cmd(q, tag, false, result);
-}
-
-static void issue(struct queue *q, unsigned int tag)
-{
-	int ret = q->eq.ops->submit(&q->eq, &q->reqs[tag]);
-
-	if (ret)
-		finish(q, tag, ret);
-}
-
-static void park(struct queue *q, unsigned int tag, uint8_t wait)
-{
-	struct q_io *io = &q->ios[tag];
-
-	io->wait = wait;
-	io->wait_next = -1;
-	if (q->wait_tail >= 0)
-		q->ios[q->wait_tail].wait_next = (int32_t)tag;
-	else
-		q->wait_head = (int32_t)tag;
-	q->wait_tail = (int32_t)tag;
-}
-
-/* Enter the activity log; issue, park or fail. */
-static void begin_write(struct queue *q, unsigned int tag, bool first)
-{
-	struct q_io *io = &q->ios[tag];
-	int64_t n = meta_begin_io(q->p.meta, q->p.id, io->sector,
-				  io->nr_sectors);
-
-	if (n == 0) {
-		io->al_held = true;
-		issue(q, tag);
-	} else if (n > 0) {
-		io->al_held = true;
-		io->seq = (uint64_t)n;
-		park(q, tag, WAIT_SEQ);
-	} else if (n == -EBUSY) {
-		park(q, tag, WAIT_BUSY);
-	} else {
-		finish(q, tag, (int)n);
-		return;
-	}
-	if (n && first)
-		st_add(&q->st.al_waits, 1);
-}
-
-/* Woken: try every parked request again, in order. */
-static void retry_parked(struct queue *q)
-{
-	int32_t i = q->wait_head;
-
-	q->wait_head = q->wait_tail = -1;
-	while (i >= 0) {
-		struct q_io *io = &q->ios[i];
-		int32_t next = io->wait_next;
-		int r;
-
-		if (io->wait == WAIT_BUSY) {
-			begin_write(q, (unsigned int)i, false);
-		} else {
-			r = meta_seq_ready(q->p.meta, q->p.id, io->seq);
-			if (r > 0) {
-				io->wait = WAIT_NONE;
-				issue(q, (unsigned int)i);
-			} else if (r == 0) {
-				park(q, (unsigned int)i, WAIT_SEQ);
-			} else {
-				finish(q, (unsigned int)i, r);
-			}
-		}
-		i = next;
-	}
 }
 
 static void serve(struct queue *q, unsigned int tag)
 {
 	const struct ublksrv_io_desc *iod = &q->descs[tag];
 	struct q_io *io = &q->ios[tag];
-	struct eng_req *rq = &q->reqs[tag];
-	uint32_t op_flags = iod->op_flags;
-	uint8_t op = ublksrv_get_op(iod);
-	uint64_t bytes;
+	struct path_req r = {
+		.sector = iod->start_sector,
+		.nr_sectors = iod->nr_sectors,
+		.buf = io->buf,
+	};
 
 	io->state = IO_SERVING;
-	io->wait = WAIT_NONE;
-	io->al_held = false;
-	io->sector = iod->start_sector;
-	io->nr_sectors = iod->nr_sectors;
-	q->nr_busy++;
-
-	memset(rq, 0, sizeof(*rq));
-	rq->tag = (uint16_t)tag;
-	rq->buf = io->buf;
-	switch (op) {
+	switch (ublksrv_get_op(iod)) {
 	case UBLK_IO_OP_READ:
-		rq->op = ENG_OP_READ;
+		r.op = ENG_OP_READ;
 		break;
 	case UBLK_IO_OP_WRITE:
-		rq->op = ENG_OP_WRITE;
+		r.op = ENG_OP_WRITE;
 		/* UBLK_IO_F_* are bit positions within op_flags itself */
-		rq->fua = op_flags & UBLK_IO_F_FUA;
+		r.fua = iod->op_flags & UBLK_IO_F_FUA;
 		break;
 	case UBLK_IO_OP_FLUSH:
-		rq->op = ENG_OP_FLUSH;
-		st_add(&q->st.flushes, 1);
-		io->seq = __atomic_load_n(&q->p.shared->dirty, __ATOMIC_SEQ_CST);
-		if (io->seq == __atomic_load_n(&q->p.shared->flushed,
-					       __ATOMIC_SEQ_CST)) {
-			/* nothing completed since the last fdatasync began
-			 * that is not durable already */
-			st_add(&q->st.flushes_elided, 1);
-			finish(q, tag, 0);
-			return;
-		}
-		issue(q, tag);
-		return;
+		r.op = ENG_OP_FLUSH;
+		r.nr_sectors = 0;
+		break;
 	case UBLK_IO_OP_DISCARD:
-		rq->op = ENG_OP_DISCARD;
+		r.op = ENG_OP_DISCARD;
 		break;
 	case UBLK_IO_OP_WRITE_ZEROES:
-		rq->op = ENG_OP_WRITE_ZEROES;
+		r.op = ENG_OP_WRITE_ZEROES;
 		break;
 	default:
-		rq->op = 0xff;
-		finish(q, tag, -EOPNOTSUPP);
-		return;
-	}
-
-	/* Never past the data area: the metadata lives behind it. */
-	bytes = (uint64_t)io->nr_sectors << SECTOR_SHIFT;
-	if (!io->nr_sectors || io->sector >= q->p.dev_sectors ||
-	    io->nr_sectors > q->p.dev_sectors - io->sector ||
-	    bytes > UINT32_MAX ||
-	    (rq->op <= ENG_OP_WRITE && bytes > q->p.buf_bytes)) {
-		finish(q, tag, -EIO);
-		return;
-	}
-	rq->off = io->sector << SECTOR_SHIFT;
-	rq->len = (uint32_t)bytes;
-
-	switch (rq->op) {
-	case ENG_OP_READ:
-		st_add(&q->st.reads, 1);
-		st_add(&q->st.read_bytes, bytes);
-		issue(q, tag);
-		return;
-	case ENG_OP_WRITE:
-		st_add(&q->st.writes, 1);
-		st_add(&q->st.write_bytes, bytes);
-		if (rq->fua)
-			st_add(&q->st.fua_writes, 1);
-		break;
-	case ENG_OP_DISCARD:
-		st_add(&q->st.discards, 1);
-		break;
-	default:
-		st_add(&q->st.write_zeroes, 1);
+		r.op = 0xff;	/* the path answers -EOPNOTSUPP */
 		break;
 	}
-	begin_write(q, tag, true);
-}
-
-static void on_eng_complete(struct eng_queue *eq, struct eng_req *rq, int res)
-{
-	finish(eq->owner, rq->tag, res);
+	io->op = r.op;
+	io->len = (uint32_t)((uint64_t)r.nr_sectors << SECTOR_SHIFT);
+	path_submit(q->path, tag, &r);
 }
 
 static void on_cmd(struct queue *q, unsigned int tag, int res)
@@ -383,22 +189,10 @@ static void on_cqe(struct queue *q, const struct io_uring_cqe *cqe)
 {
 	uint64_t ud = cqe->user_data;
 
-	if (eng_ud_is_engine(ud)) {
-		q->eq.ops->cqe(&q->eq, cqe);
+	if (path_cqe(q->path, cqe))
 		return;
-	}
-	switch (eng_ud_kind(ud)) {
-	case KIND_CMD:
-		if (eng_ud_tag(ud) < q->p.depth)
-			on_cmd(q, eng_ud_tag(ud), cqe->res);
-		break;
-	case KIND_WAKE:
-		if (cqe->res != -ECANCELED)
-			arm_wake(q);
-		eng_reap(&q->eq);
-		retry_parked(q);
-		break;
-	}
+	if (eng_ud_kind(ud) == KIND_CMD && eng_ud_tag(ud) < q->p.depth)
+		on_cmd(q, eng_ud_tag(ud), cqe->res);
 }
 
 static int setup(struct queue *q)
@@ -406,6 +200,7 @@ static int setup(struct queue *q)
 	struct io_uring_params prm;
 	long page = sysconf(_SC_PAGESIZE);
 	unsigned int entries = 8;
+	bool bufs_registered = false;
 	struct iovec *iov;
 	int fds[2], ret;
 
@@ -456,7 +251,6 @@ static int setup(struct queue *q)
 	}
 	for (uint32_t t = 0; t < q->p.depth; t++) {
 		q->ios[t].buf = q->bufs + (size_t)t * q->p.buf_bytes;
-		q->ios[t].wait_next = -1;
 		q->ios[t].state = IO_DEAD;
 	}
 
@@ -478,32 +272,16 @@ static int setup(struct queue *q)
 			iov[t] = (struct iovec){ q->ios[t].buf, q->p.buf_bytes };
 		ret = io_uring_register_buffers(&q->ring, iov, q->p.depth);
 		free(iov);
-		q->eq.bufs_registered = !ret;
+		bufs_registered = !ret;
 		if (ret)
 			log_info("queue %u: io_uring buffer registration: %s; using plain buffers",
 				 q->p.id, strerror(-ret));
 	}
 
-	q->eq.ops = q->p.eng;
-	q->eq.ring = &q->ring;
-	q->eq.fd = q->p.backing_fd;
-	q->eq.fd_index = q->files_registered ? 1 : -1;
-	q->eq.is_bdev = q->p.backing_is_bdev;
-	q->eq.depth = q->p.depth;
-	q->eq.reqs = q->reqs;
-	q->eq.wake_fd = q->wake_fd;
-	q->eq.helper = q->p.helper;
-	q->eq.complete = on_eng_complete;
-	q->eq.owner = q;
-	ret = q->eq.ops->init(&q->eq);
-	if (ret) {
-		log_err("queue %u: %s engine: %s", q->p.id, q->eq.ops->name,
-			strerror(-ret));
+	ret = path_start(q->path, &q->ring, q->files_registered ? 1 : -1,
+			 bufs_registered);
+	if (ret)
 		return ret;
-	}
-	q->eq_ok = true;
-
-	arm_wake(q);
 	for (uint32_t t = 0; t < q->p.depth; t++)
 		queue_cmd(q, t, true, -1);
 	ret = io_uring_submit(&q->ring);
@@ -548,13 +326,12 @@ static int check_fetches(struct queue *q)
 static void run(struct queue *q)
 {
 	while (!__atomic_load_n(&q->abort, __ATOMIC_ACQUIRE) &&
-	       (q->nr_cmds || q->nr_busy)) {
+	       (q->nr_cmds || path_busy(q->path))) {
 		struct io_uring_cqe *cqe;
 		unsigned int head, n = 0;
 		int ret;
 
-		if (q->eq.ops->flush)
-			q->eq.ops->flush(&q->eq);
+		path_flush(q->path);
 		ret = io_uring_submit_and_wait(&q->ring, 1);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN &&
 		    ret != -EBUSY && ret != -ETIME) {
@@ -567,11 +344,11 @@ static void run(struct queue *q)
 			n++;
 		}
 		io_uring_cq_advance(&q->ring, n);
-		st_add(&q->st.loops, 1);
-		st_add(&q->st.cqes, n);
+		st_add(&q->loops, 1);
+		st_add(&q->cqes, n);
 	}
 	log_dbg(LOG_CAT_UBLK, "queue %u: thread ends (%u commands, %u requests left)",
-		q->p.id, q->nr_cmds, q->nr_busy);
+		q->p.id, q->nr_cmds, path_busy(q->path));
 }
 
 static void ready(struct queue *q, int err)
@@ -588,13 +365,12 @@ static void teardown(struct queue *q)
 	/* Closing the ring cancels what is still with the kernel. */
 	if (q->ring_ok)
 		io_uring_queue_exit(&q->ring);
-	if (q->eq_ok)
-		q->eq.ops->exit(&q->eq);
+	path_stop(q->path);
 	if (q->bufs)
 		munmap(q->bufs, q->bufs_len);
 	if (q->descs)
 		munmap(q->descs, q->descs_len);
-	q->ring_ok = q->eq_ok = false;
+	q->ring_ok = false;
 	q->bufs = NULL;
 	q->descs = NULL;
 }
@@ -616,6 +392,19 @@ static void *queue_main(void *arg)
 
 struct queue *queue_start(const struct queue_params *p)
 {
+	struct path_params pp = {
+		.id = p->id,
+		.depth = p->depth,
+		.buf_bytes = p->buf_bytes,
+		.dev_sectors = p->dev_sectors,
+		.eng = p->eng,
+		.backing_fd = p->backing_fd,
+		.backing_is_bdev = p->backing_is_bdev,
+		.helper = p->helper,
+		.meta = p->meta,
+		.shared = &p->shared->path,
+		.complete = on_path_done,
+	};
 	struct queue *q;
 	int ret;
 
@@ -623,22 +412,19 @@ struct queue *queue_start(const struct queue_params *p)
 	if (!q)
 		return NULL;
 	q->p = *p;
-	q->wait_head = q->wait_tail = -1;
+	snprintf(q->name, sizeof(q->name), "queue %u", p->id);
 	q->ios = calloc(p->depth, sizeof(*q->ios));
-	q->reqs = calloc(p->depth, sizeof(*q->reqs));
-	if (!q->ios || !q->reqs) {
+	if (!q->ios) {
 		ret = ENOMEM;
 		goto out_free;
 	}
-	q->wake_fd = eventfd(0, EFD_CLOEXEC);
-	if (q->wake_fd < 0) {
+	pp.owner = q;
+	pp.name = q->name;
+	q->path = path_create(&pp);
+	if (!q->path) {
 		ret = errno;
 		goto out_free;
 	}
-	ret = -eng_queue_setup(&q->eq);
-	if (ret)
-		goto out_close;
-	meta_set_wake_fd(p->meta, p->id, q->wake_fd);
 	pthread_mutex_init(&q->ready_lock, NULL);
 	pthread_cond_init(&q->ready_cond, NULL);
 	ret = pthread_create(&q->thread, NULL, queue_main, q);
@@ -649,12 +435,9 @@ struct queue *queue_start(const struct queue_params *p)
 out_destroy:
 	pthread_cond_destroy(&q->ready_cond);
 	pthread_mutex_destroy(&q->ready_lock);
-	eng_queue_teardown(&q->eq);
-out_close:
-	close(q->wake_fd);
+	path_destroy(q->path);
 out_free:
 	free(q->ios);
-	free(q->reqs);
 	free(q);
 	errno = ret;
 	return NULL;
@@ -674,12 +457,8 @@ int queue_wait_ready(struct queue *q)
 
 void queue_abort(struct queue *q)
 {
-	uint64_t one = 1;
-
 	__atomic_store_n(&q->abort, 1, __ATOMIC_RELEASE);
-	if (write(q->wake_fd, &one, sizeof(one)) != sizeof(one))
-		log_warn("queue %u: cannot wake the thread: %s", q->p.id,
-			 strerror(errno));
+	path_kick(q->path);
 }
 
 void queue_destroy(struct queue *q)
@@ -689,18 +468,27 @@ void queue_destroy(struct queue *q)
 	pthread_join(q->thread, NULL);
 	pthread_cond_destroy(&q->ready_cond);
 	pthread_mutex_destroy(&q->ready_lock);
-	eng_queue_teardown(&q->eq);
-	close(q->wake_fd);
+	path_destroy(q->path);
 	free(q->ios);
-	free(q->reqs);
 	free(q);
 }
 
 void queue_get_stats(const struct queue *q, struct queue_stats *st)
 {
-	const uint64_t *src = (const uint64_t *)&q->st;
-	uint64_t *dst = (uint64_t *)st;
+	struct path_stats ps;
 
-	for (size_t i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
-		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	path_get_stats(q->path, &ps);
+	st->reads = ps.reads;
+	st->writes = ps.writes;
+	st->read_bytes = ps.read_bytes;
+	st->write_bytes = ps.write_bytes;
+	st->flushes = ps.flushes;
+	st->flushes_elided = ps.flushes_elided;
+	st->fua_writes = ps.fua_writes;
+	st->discards = ps.discards;
+	st->write_zeroes = ps.write_zeroes;
+	st->errors = ps.errors;
+	st->al_waits = ps.al_waits;
+	st->loops = __atomic_load_n(&q->loops, __ATOMIC_RELAXED);
+	st->cqes = __atomic_load_n(&q->cqes, __ATOMIC_RELAXED);
 }

@@ -7,8 +7,8 @@
  * Per tag, the life of a request:
  *
  *	FETCH_REQ ──► (kernel delivers a request: CQE res 0)
- *	   ──► bounds check ──► [write-like: meta_begin_io, maybe park]
- *	   ──► engine I/O ──► [write-like: meta_end_io]
+ *	   ──► path_submit() (bounds, activity log, replication, engine
+ *	       I/O: see path.h) ──► complete
  *	   ──► COMMIT_AND_FETCH_REQ(result) ──► next request on the same tag
  *
  * The kernel answers a command with UBLK_IO_RES_ABORT when the device stops
@@ -29,24 +29,16 @@
 
 #include "eng.h"
 #include "meta.h"
+#include "path.h"
 
 struct queue;
 
-/*
- * What the queues of one device share: the flush elision state. A FLUSH
- * must make durable every write that completed before it; a write sent
- * with FUA (RWF_DSYNC) already is. So FLUSH only needs an fdatasync when
- * some other write (or discard, write-zeroes) completed since the last
- * fdatasync began; O_SYNC-style workloads (FUA write, then FLUSH) then
- * cost one durable write instead of two. Both counters only grow.
- */
+/* What the queues of one device share (see path.h). */
 struct queue_shared {
-	uint64_t dirty;		/* bumped by every completion not yet durable */
-	uint64_t flushed;	/* the value of dirty an fdatasync covered */
+	struct path_shared path;
 };
 
-/* Initial state: unknown writes of a previous daemon may be pending. */
-#define QUEUE_SHARED_INIT { .dirty = 1, .flushed = 0 }
+#define QUEUE_SHARED_INIT { .path = PATH_SHARED_INIT }
 
 struct queue_params {
 	unsigned int id;		/* hardware queue number */

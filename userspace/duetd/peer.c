@@ -1,0 +1,948 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The connection half of replication (see peer.h): roles, the STATE
+ * exchange, the generation decision, bitmaps and the resync's start and
+ * end, status.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bm.h"
+#include "ctl.h"
+#include "log.h"
+#include "peer.h"
+#include "util.h"
+
+static void event(struct repl *r, const char *what)
+{
+	char st[160];
+	json_t *e;
+
+	if (!r->p.ctl)
+		return;
+	e = json_object();
+	if (!e)
+		return;
+	json_object_set_new(e, "event", json_string("change"));
+	json_object_set_new(e, "resource", json_string(r->p.cfg->name));
+	json_object_set_new(e, "what", json_string(what));
+	json_object_set_new(e, "state",
+			    json_string(sm_state_str(&r->sm, st, sizeof(st))));
+	json_object_set_new(e, "role", json_string(sm_role_name(r->sm.role)));
+	json_object_set_new(e, "disk", json_string(sm_disk_name(r->sm.disk)));
+	json_object_set_new(e, "conn", json_string(sm_conn_name(r->sm.conn)));
+	json_object_set_new(e, "repl", json_string(sm_repl_name(r->sm.repl)));
+	ctl_broadcast_event(r->p.ctl, e);
+	json_decref(e);
+}
+
+/*
+ * A Primary may write. So may a node whose disk never had a generation
+ * (just created, no `primary --force` or `new-current-uuid` yet): its data
+ * means nothing until the initial sync overwrites it, and single-node use
+ * of a two-node resource before the pair is set up keeps working (the
+ * writes are marked for the peer). Lock held.
+ */
+void peer_update_may_write(struct repl *r)
+{
+	int may = r->sm.role == SM_ROLE_PRIMARY || !r->p.md->sb.current_uuid;
+
+	__atomic_store_n(&r->role_cache, may, __ATOMIC_RELEASE);
+}
+
+/*
+ * new-current-uuid --clear-bitmap: both disks become UpToDate at once. The
+ * state machine has no request for it (it is a statement about data the
+ * daemon alone can make: both disks were just created identical), so the
+ * change is made here and checked against its invariants. Lock held.
+ */
+static int both_up_to_date(struct repl *r, char *why, size_t len)
+{
+	struct sm_state next = r->sm;
+	char diff[256];
+
+	next.disk = SM_DISK_UPTODATE;
+	next.peer_disk = SM_DISK_UPTODATE;
+	if (!sm_state_valid(&next, why, len))
+		return -EINVAL;
+	log_notice("%s: %s", r->p.cfg->name,
+		   sm_diff_str(&r->sm, &next, diff, sizeof(diff)));
+	r->sm = next;
+	peer_update_may_write(r);
+	event(r, "new-current-uuid");
+	return 0;
+}
+
+/* Apply a request to the state machine; lock held. */
+int peer_sm_do(struct repl *r, const struct sm_req *q, char *why,
+		 size_t len)
+{
+	struct sm_state next;
+	char buf[256], diff[256];
+	int ret;
+
+	if (!why) {
+		why = buf;
+		len = sizeof(buf);
+	}
+	ret = sm_request(&r->sm, q, &next, why, len);
+	if (ret) {
+		log_warn("%s: %s: %s", r->p.cfg->name, sm_req_name(q->type),
+			 why);
+		return ret;
+	}
+	if (sm_changes(&r->sm, &next, NULL, 0)) {
+		log_notice("%s: %s", r->p.cfg->name,
+			   sm_diff_str(&r->sm, &next, diff, sizeof(diff)));
+		r->sm = next;
+		peer_update_may_write(r);
+		event(r, sm_req_name(q->type));
+	}
+	return 0;
+}
+
+/* Our generation UUIDs, from the superblock; lock held. */
+void peer_my_uuid(struct repl *r, struct uuid_info *u)
+{
+	struct bm *bm = meta_lock_bm(r->p.meta);
+	uint64_t dirty = bm_count(bm);
+
+	meta_unlock_bm(r->p.meta);
+	uuid_from_md(&r->p.md->sb, REPL_PEER_SLOT, dirty,
+		     r->sm.role == SM_ROLE_PRIMARY, u);
+}
+
+/* Persist @u and the disk state; lock held. */
+int peer_save_uuid(struct repl *r, const struct uuid_info *u)
+{
+	struct md_super *sb = &r->p.md->sb;
+	int ret;
+
+	uuid_to_md(u, REPL_PEER_SLOT, sb);
+	sb->flags = sm_disk_md_flags(r->sm.disk, sb->flags);
+	ret = mdio_write_sb(r->p.md);
+	if (ret)
+		log_err("%s: writing the superblock: %s", r->p.cfg->name,
+			strerror(-ret));
+	peer_update_may_write(r);
+	return ret;
+}
+
+static uint8_t disk_to_proto(enum sm_disk d)
+{
+	switch (d) {
+	case SM_DISK_UPTODATE:
+		return PROTO_DISK_UP_TO_DATE;
+	case SM_DISK_CONSISTENT:
+		return PROTO_DISK_CONSISTENT;
+	case SM_DISK_OUTDATED:
+		return PROTO_DISK_OUTDATED;
+	case SM_DISK_INCONSISTENT:
+	case SM_DISK_FAILED:
+	case SM_DISK_ATTACHING:
+		return PROTO_DISK_INCONSISTENT;
+	default:
+		return PROTO_DISK_DISKLESS;
+	}
+}
+
+static enum sm_disk disk_from_proto(uint8_t d)
+{
+	switch (d) {
+	case PROTO_DISK_UP_TO_DATE:
+		return SM_DISK_UPTODATE;
+	case PROTO_DISK_CONSISTENT:
+		return SM_DISK_CONSISTENT;
+	case PROTO_DISK_OUTDATED:
+		return SM_DISK_OUTDATED;
+	case PROTO_DISK_INCONSISTENT:
+		return SM_DISK_INCONSISTENT;
+	default:
+		return SM_DISK_DISKLESS;
+	}
+}
+
+/* Tell the peer our role, disk and UUIDs; lock held. */
+void peer_send_state(struct repl *r)
+{
+	struct proto_msg m = { .type = PROTO_STATE };
+	struct uuid_info u;
+	int ret;
+
+	if (!r->conn_up)
+		return;
+	peer_my_uuid(r, &u);
+	m.state.role = r->sm.role == SM_ROLE_PRIMARY ? PROTO_ROLE_PRIMARY :
+						       PROTO_ROLE_SECONDARY;
+	m.state.disk = disk_to_proto(r->sm.disk);
+	m.state.flags = 0;
+	if (u.flags & MD_F_PRIMARY)
+		m.state.flags |= PROTO_SF_WAS_PRIMARY;
+	if (u.flags & MD_F_CRASHED_PRIMARY)
+		m.state.flags |= PROTO_SF_CRASHED_PRIMARY;
+	if (u.flags & MD_F_FULL_SYNC)
+		m.state.flags |= PROTO_SF_FULL_SYNC;
+	m.state.current_uuid = u.current;
+	m.state.bitmap_uuid = u.bitmap;
+	for (unsigned int i = 0; i < PROTO_HISTORY && i < MD_HISTORY; i++)
+		m.state.history[i] = u.history[i];
+	m.state.dirty_bits = u.dirty_bits;
+	ret = conn_send(r->conn, &m, NULL, NULL, NULL, 1000);
+	if (ret)
+		log_warn("%s: sending STATE: %s", r->p.cfg->name,
+			 strerror(-ret));
+}
+
+/* ---- connection callbacks (connection thread) ---- */
+
+void peer_established(void *arg, const struct conn_peer *peer)
+{
+	struct repl *r = arg;
+
+	pthread_mutex_lock(&r->lock);
+	__atomic_add_fetch(&r->conn_gen, 1, __ATOMIC_ACQ_REL);
+	r->conn_up = true;
+	r->have_peer_state = false;
+	r->replicating = false;
+	r->sync_source = r->sync_target = false;
+	r->bm_rx_done = false;
+	r->adopt_pending = false;
+	memset(&r->peer_uuid, 0, sizeof(r->peer_uuid));
+	r->peer_uuid.node_id = peer->node_id;
+	pthread_mutex_lock(&r->send_lock);
+	r->epoch = 1;
+	r->epoch_writes = 0;
+	pthread_mutex_unlock(&r->send_lock);
+	log_notice("%s: connected to %s (%s)", r->p.cfg->name, r->p.peer->name,
+		   peer->addr);
+	peer_send_state(r);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void peer_lost(void *arg, int err, const char *reason)
+{
+	struct repl *r = arg;
+	struct sm_req q = { .type = SM_EV_PEER_LOST };
+
+	struct resync *rs;
+
+	pthread_mutex_lock(&r->lock);
+	r->conn_up = false;
+	r->replicating = false;
+	__atomic_add_fetch(&r->conn_gen, 1, __ATOMIC_ACQ_REL);
+	rs = r->rs;
+	r->rs = NULL;
+	if (rs) {
+		resync_abort(rs);
+		repl_queue_rs(r, W_RS_REAP, rs, 0, 0);
+		log_notice("%s: resync to %s interrupted; it resumes on reconnect",
+			   r->p.cfg->name, r->p.peer->name);
+	}
+	r->sync_source = r->sync_target = false;
+	r->bm_rx_done = false;
+	repl_fail_all(r);
+	if (r->have_peer_state)
+		peer_sm_do(r, &q, NULL, 0);
+	r->have_peer_state = false;
+	log_notice("%s: connection to %s lost (%s): writes go to the bitmap",
+		   r->p.cfg->name, r->p.peer->name, reason ? reason : "");
+	(void)err;
+	pthread_mutex_unlock(&r->lock);
+}
+
+static uint32_t md_flags_of_state(const struct proto_state *s)
+{
+	uint32_t f = 0;
+
+	if (s->flags & PROTO_SF_WAS_PRIMARY)
+		f |= MD_F_PRIMARY;
+	if (s->flags & PROTO_SF_CRASHED_PRIMARY)
+		f |= MD_F_CRASHED_PRIMARY;
+	if (s->flags & PROTO_SF_FULL_SYNC)
+		f |= MD_F_FULL_SYNC;
+	if (s->disk >= PROTO_DISK_OUTDATED)
+		f |= MD_F_CONSISTENT;
+	if (s->disk == PROTO_DISK_UP_TO_DATE)
+		f |= MD_F_WAS_UP_TO_DATE;
+	return f;
+}
+
+/* The peer's view of the connection, as our verdict implies it. */
+static enum sm_repl peer_repl_of(enum uuid_verdict v)
+{
+	if (uuid_verdict_is_source(v))
+		return SM_REPL_SYNC_TARGET;
+	if (uuid_verdict_is_target(v))
+		return SM_REPL_SYNC_SOURCE;
+	return SM_REPL_ESTABLISHED;
+}
+
+static void free_cb(void *arg, int err)
+{
+	(void)err;
+	free(arg);
+}
+
+/* Our bitmap to the peer, PROTO_BM_PAGES_MAX pages per frame, the last one
+ * flagged. Lock held. */
+static int send_bitmap(struct repl *r)
+{
+	struct proto_msg m = { .type = PROTO_BITMAP };
+	uint64_t n, first, cnt;
+	struct bm *bm;
+	uint8_t *buf;
+	int ret = 0;
+
+	bm = meta_lock_bm(r->p.meta);
+	n = bm_nr_pages(bm);
+	meta_unlock_bm(r->p.meta);
+	for (first = 0; first < n && !ret; first += cnt) {
+		cnt = n - first < PROTO_BM_PAGES_MAX ? n - first :
+						       PROTO_BM_PAGES_MAX;
+		buf = malloc(cnt * PROTO_BM_PAGE_SIZE);
+		if (!buf)
+			return -ENOMEM;
+		bm = meta_lock_bm(r->p.meta);
+		for (uint64_t i = 0; i < cnt; i++)
+			bm_page_encode(bm, first + i,
+				       buf + i * PROTO_BM_PAGE_SIZE);
+		meta_unlock_bm(r->p.meta);
+		m.bitmap.first_page = first;
+		m.bitmap.count = (uint32_t)cnt;
+		m.bitmap.flags = first + cnt == n ? PROTO_BM_LAST : 0;
+		/* never wait on the connection thread: a bitmap larger than
+		 * the send queue is refused (see docs/replication.md) */
+		ret = conn_send(r->conn, &m, buf, free_cb, buf, 0);
+		if (ret)
+			free(buf);
+	}
+	if (ret)
+		log_err("%s: sending the bitmap: %s", r->p.cfg->name,
+			strerror(-ret));
+	return ret;
+}
+
+static bool app_busy(void *arg)
+{
+	struct repl *r = arg;
+
+	return __atomic_load_n(&r->in_flight, __ATOMIC_RELAXED) != 0;
+}
+
+static void on_resync_done(void *arg, struct resync *rs, int err,
+			   uint64_t bytes);
+
+/* Both bitmaps are merged and we are the source: go. Lock held. */
+static void maybe_start_source(struct repl *r)
+{
+	struct resync_params rp = {
+		.name = r->p.cfg->name,
+		.conn = r->conn,
+		.meta = r->p.meta,
+		.repl = r,
+		.fd = r->wfd,
+		.max_bps = r->p.cfg->resync_rate,
+		.min_bps = r->p.cfg->resync_min_rate,
+		.app_busy = app_busy,
+		.done = on_resync_done,
+		.arg = r,
+	};
+	struct bm *bm;
+
+	if (!r->sync_source || !r->bm_rx_done || r->rs)
+		return;
+	if (r->p.cfg->data_digest != CFG_DIGEST_NONE)
+		rp.digest_alg = r->p.cfg->data_digest == CFG_DIGEST_CRC32C ?
+					PROTO_DIGEST_CRC32C :
+					PROTO_DIGEST_SHA256;
+	bm = meta_lock_bm(r->p.meta);
+	r->rs_total = bm_dirty_bytes(bm);
+	meta_unlock_bm(r->p.meta);
+	r->rs_started = time(NULL);
+	log_notice("%s: resync to %s begins: %llu bytes out of sync",
+		   r->p.cfg->name, r->p.peer->name,
+		   (unsigned long long)r->rs_total);
+	r->rs = resync_start(&rp);
+	if (!r->rs) {
+		log_err("%s: cannot start the resync: %s", r->p.cfg->name,
+			strerror(errno));
+		conn_disconnect(r->conn, PROTO_DISC_IO_ERROR,
+				"cannot start the resync");
+	}
+}
+
+/*
+ * The generations say one side is behind: both mark the whole disk for a
+ * full sync, record that a sync began (UUIDs), exchange bitmaps; the source
+ * starts once it has the target's. Application writes keep replicating.
+ * Lock held.
+ */
+static void begin_sync(struct repl *r, enum uuid_verdict v)
+{
+	bool target = uuid_verdict_is_target(v);
+	bool full = uuid_verdict_is_full(v);
+	struct uuid_info me;
+	struct bm *bm;
+
+	peer_my_uuid(r, &me);
+	/*
+	 * A full sync that was interrupted resumes from the bitmaps: each
+	 * side wrote its all-set bitmap before the FULL_SYNC flag, and clears
+	 * bits only for blocks the target has durably, so the union of what
+	 * both have is still a superset of what differs. A new full sync sets
+	 * every bit and makes that durable before the flag.
+	 */
+	if (full && !((me.flags | r->peer_uuid.flags) & MD_F_FULL_SYNC)) {
+		int ret;
+
+		bm = meta_lock_bm(r->p.meta);
+		bm_set_all(bm);
+		meta_unlock_bm(r->p.meta);
+		ret = meta_sync_bm_wait(r->p.meta);
+		if (ret) {
+			log_err("%s: writing the bitmap for a full sync: %s",
+				r->p.cfg->name, strerror(-ret));
+			conn_disconnect(r->conn, PROTO_DISC_IO_ERROR,
+					"cannot write the bitmap");
+			return;
+		}
+	} else if (full) {
+		log_notice("%s: resuming an interrupted full sync from the bitmaps",
+			   r->p.cfg->name);
+	}
+	uuid_sync_begin(&me, target, full);
+	peer_save_uuid(r, &me);
+	r->sync_source = !target;
+	r->sync_target = target;
+	r->rs_target_bytes = 0;
+	r->rs_started = time(NULL);
+	r->replicating = true;
+	log_notice("%s: %s resync %s %s (%s)", r->p.cfg->name,
+		   full ? "full" : "bitmap-based", target ? "from" : "to",
+		   r->p.peer->name, uuid_verdict_name(v));
+	if (send_bitmap(r)) {
+		conn_disconnect(r->conn, PROTO_DISC_IO_ERROR,
+				"cannot send the bitmap");
+		return;
+	}
+	peer_send_state(r);
+	if (target) {
+		bm = meta_lock_bm(r->p.meta);
+		r->rs_total = bm_dirty_bytes(bm);
+		meta_unlock_bm(r->p.meta);
+	}
+	maybe_start_source(r);
+}
+
+/* Resync thread: hand the news to the worker, which joins the thread. */
+static void on_resync_done(void *arg, struct resync *rs, int err,
+			   uint64_t bytes)
+{
+	struct repl *r = arg;
+	bool mine;
+
+	pthread_mutex_lock(&r->lock);
+	/* not if the connection's loss took it first (W_RS_REAP) */
+	mine = r->rs == rs;
+	if (mine)
+		r->rs = NULL;
+	pthread_mutex_unlock(&r->lock);
+	if (mine)
+		repl_queue_rs(r, W_RS_FINISHED, rs, err, bytes);
+}
+
+/* Worker: the source's resync ended. */
+void peer_finish_source(struct repl *r, struct work *w)
+{
+	struct proto_msg m = { .type = PROTO_RS_DONE };
+	struct sm_req q = { .type = SM_EV_SYNC_DONE };
+	struct uuid_info me;
+
+	pthread_mutex_lock(&r->lock);
+	if (!r->sync_source || !r->conn_up) {
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
+	if (w->err) {
+		log_err("%s: resync to %s failed: %s; reconnecting",
+			r->p.cfg->name, r->p.peer->name, strerror(-w->err));
+		pthread_mutex_unlock(&r->lock);
+		conn_disconnect(r->conn, PROTO_DISC_IO_ERROR, "resync failed");
+		return;
+	}
+	peer_my_uuid(r, &me);
+	uuid_sync_source_done(&me);
+	peer_sm_do(r, &q, NULL, 0);
+	peer_save_uuid(r, &me);
+	r->sync_source = false;
+	r->bm_rx_done = false;
+	r->resyncs_done++;
+	log_notice("%s: resync to %s done: %llu bytes in %lld s",
+		   r->p.cfg->name, r->p.peer->name,
+		   (unsigned long long)w->bytes,
+		   (long long)(time(NULL) - r->rs_started));
+	peer_send_state(r);
+	m.rs_done.kind = PROTO_RS_KIND_RESYNC;
+	m.rs_done.sectors = w->bytes >> SECTOR_SHIFT;
+	if (conn_send(r->conn, &m, NULL, NULL, NULL, -1))
+		log_warn("%s: RS_DONE not sent", r->p.cfg->name);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Target: the source says every block is through. Lock held. */
+static void finish_target(struct repl *r, const struct proto_msg *m)
+{
+	struct sm_req q = { .type = SM_EV_SYNC_DONE };
+	struct uuid_info me;
+	struct bm *bm;
+	uint64_t left;
+
+	bm = meta_lock_bm(r->p.meta);
+	left = bm_dirty_bytes(bm);
+	meta_unlock_bm(r->p.meta);
+	if (left) {
+		/* a block failed here: stay Inconsistent, retry later */
+		log_err("%s: resync from %s ended with %llu bytes still out of sync; reconnecting",
+			r->p.cfg->name, r->p.peer->name,
+			(unsigned long long)left);
+		conn_disconnect(r->conn, PROTO_DISC_IO_ERROR,
+				"resync incomplete");
+		return;
+	}
+	peer_my_uuid(r, &me);
+	uuid_sync_target_done(&me, &r->peer_uuid);
+	peer_sm_do(r, &q, NULL, 0);
+	peer_save_uuid(r, &me);
+	meta_sync_bm(r->p.meta);
+	r->sync_target = false;
+	r->bm_rx_done = false;
+	r->resyncs_done++;
+	log_notice("%s: resync from %s done: %llu bytes (%llu sectors reported)",
+		   r->p.cfg->name, r->p.peer->name,
+		   (unsigned long long)r->rs_target_bytes,
+		   (unsigned long long)m->rs_done.sectors);
+	peer_send_state(r);
+}
+
+/* Decide what the connection does now that both STATEs are known; lock
+ * held. Returns a DISCONNECT reason, or 0. */
+static unsigned int decide(struct repl *r)
+{
+	struct uuid_info me;
+	struct uuid_decision dec;
+	struct sm_req q = { 0 };
+	enum uuid_verdict v;
+	bool first = !r->have_peer_state;
+
+	peer_my_uuid(r, &me);
+	v = uuid_decide(&me, &r->peer_uuid, &dec);
+	if (r->sync_source || r->sync_target) {
+		/* the resync decides until it ends; only roles change */
+		return 0;
+	}
+	log_info("%s: generations: %s (%s)", r->p.cfg->name,
+		 uuid_verdict_name(v), dec.why);
+	if (uuid_verdict_refuses(v)) {
+		log_err("%s: refusing the connection: %s: %s", r->p.cfg->name,
+			uuid_verdict_name(v), dec.why);
+		return v == UUID_SPLIT_BRAIN ? PROTO_DISC_SPLIT_BRAIN :
+					       PROTO_DISC_CONFIG;
+	}
+	q.peer_role = r->peer_uuid.primary ? SM_ROLE_PRIMARY :
+					     SM_ROLE_SECONDARY;
+	q.peer_disk = r->peer_disk_rx;
+	q.verdict = v;
+	if (first) {
+		q.type = SM_EV_CONNECTED;
+		if (peer_sm_do(r, &q, NULL, 0))
+			return PROTO_DISC_CONFIG;
+		r->have_peer_state = true;
+	} else {
+		q.type = SM_EV_PEER_STATE;
+		q.peer_repl = peer_repl_of(v);
+		peer_sm_do(r, &q, NULL, 0);
+	}
+	if (v == UUID_NO_SYNC) {
+		if (!r->replicating) {
+			uuid_in_sync(&me);
+			peer_save_uuid(r, &me);
+			log_notice("%s: in sync with %s: replicating (protocol %c)",
+				   r->p.cfg->name, r->p.peer->name, r->proto);
+		}
+		r->replicating = true;
+	} else if (uuid_verdict_is_sync(v)) {
+		begin_sync(r, v);
+	} else {
+		if (first)
+			log_notice("%s: connected to %s, not replicating: %s",
+				   r->p.cfg->name, r->p.peer->name, dec.why);
+		r->replicating = false;
+	}
+	return 0;
+}
+
+static void adopt_generation(struct repl *r);
+
+static void on_peer_state(struct repl *r, const struct proto_msg *m)
+{
+	const struct proto_state *s = &m->state;
+	unsigned int reason;
+
+	pthread_mutex_lock(&r->lock);
+	r->peer_uuid.current = s->current_uuid;
+	r->peer_uuid.bitmap = s->bitmap_uuid;
+	for (unsigned int i = 0; i < PROTO_HISTORY && i < MD_HISTORY; i++)
+		r->peer_uuid.history[i] = s->history[i];
+	r->peer_uuid.dirty_bits = s->dirty_bits;
+	r->peer_uuid.flags = md_flags_of_state(s);
+	r->peer_uuid.primary = s->role == PROTO_ROLE_PRIMARY;
+	r->peer_uuid.diskless = s->disk == PROTO_DISK_DISKLESS;
+	r->peer_disk_rx = disk_from_proto(s->disk);
+	if (r->adopt_pending) {
+		r->adopt_pending = false;
+		adopt_generation(r);
+	}
+	reason = decide(r);
+	pthread_mutex_unlock(&r->lock);
+	if (reason)
+		conn_disconnect(r->conn, reason, "generations do not match");
+}
+
+/*
+ * new-current-uuid --clear-bitmap on the peer: it sends RS_DONE(resync, 0
+ * sectors), then its STATE with the new generation. The RS_DONE marks the
+ * STATE that follows: our disk holds what its disk holds (both were just
+ * created identical), so we take that generation instead of syncing.
+ */
+static void adopt_generation(struct repl *r)
+{
+	struct uuid_info me;
+	char why[256];
+
+	peer_my_uuid(r, &me);
+	if (me.current || r->peer_disk_rx != SM_DISK_UPTODATE ||
+	    !r->peer_uuid.current) {
+		log_warn("%s: %s ran new-current-uuid --clear-bitmap, but the disks are not a fresh pair; resyncing instead",
+			 r->p.cfg->name, r->p.peer->name);
+		return;
+	}
+	uuid_sync_target_done(&me, &r->peer_uuid);
+	if (both_up_to_date(r, why, sizeof(why))) {
+		log_err("%s: cannot take the peer's generation: %s",
+			r->p.cfg->name, why);
+		return;
+	}
+	if (!peer_save_uuid(r, &me))
+		log_notice("%s: took %s's generation %016llx without a sync (clear-bitmap)",
+			   r->p.cfg->name, r->p.peer->name,
+			   (unsigned long long)me.current);
+	peer_send_state(r);
+}
+
+static void on_rs_done(struct repl *r, const struct proto_msg *m)
+{
+	pthread_mutex_lock(&r->lock);
+	if (m->rs_done.kind == PROTO_RS_KIND_RESYNC && r->sync_target)
+		finish_target(r, m);
+	else if (m->rs_done.kind == PROTO_RS_KIND_RESYNC &&
+		 !m->rs_done.sectors && !r->sync_source)
+		r->adopt_pending = true;
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* A run of the peer's bitmap pages: OR them into ours. */
+static void on_bitmap(struct repl *r, const struct proto_msg *m)
+{
+	const uint8_t *p = m->payload;
+	struct bm *bm;
+	int ret = 0;
+
+	bm = meta_lock_bm(r->p.meta);
+	for (uint32_t i = 0; i < m->bitmap.count && !ret; i++)
+		ret = bm_page_merge(bm, m->bitmap.first_page + i,
+				    p + (size_t)i * PROTO_BM_PAGE_SIZE);
+	meta_unlock_bm(r->p.meta);
+	if (ret) {
+		log_err("%s: the peer's bitmap page is invalid: %s",
+			r->p.cfg->name, strerror(-ret));
+		conn_disconnect(r->conn, PROTO_DISC_PROTOCOL, "bad bitmap");
+		return;
+	}
+	if (!(m->bitmap.flags & PROTO_BM_LAST))
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->bm_rx_done = true;
+	if (r->sync_target) {
+		bm = meta_lock_bm(r->p.meta);
+		r->rs_total = bm_dirty_bytes(bm);
+		meta_unlock_bm(r->p.meta);
+	}
+	maybe_start_source(r);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void peer_frame(void *arg, const struct proto_msg *m,
+		     struct xport_buf *buf)
+{
+	struct repl *r = arg;
+	int res;
+
+	switch (m->type) {
+	case PROTO_STATE:
+		on_peer_state(r, m);
+		break;
+	case PROTO_DATA:
+		repl_queue_work(r, m, buf);
+		return;
+	case PROTO_BARRIER:
+		repl_queue_work(r, m, NULL);
+		break;
+	case PROTO_ACK_RECV:
+	case PROTO_ACK_WRITE:
+		res = m->range.result ? -(int)m->range.result : 0;
+		pthread_mutex_lock(&r->lock);
+		if (res)
+			log_warn("%s: the peer failed the write at %llu+%u: %s",
+				 r->p.cfg->name,
+				 (unsigned long long)m->range.sector,
+				 m->range.length, strerror(-res));
+		repl_slot_answer(r, m->id, res, true);
+		pthread_mutex_unlock(&r->lock);
+		break;
+	case PROTO_BARRIER_ACK:
+		pthread_mutex_lock(&r->lock);
+		if (m->id)
+			repl_slot_answer(r, m->id, 0, true);
+		pthread_mutex_unlock(&r->lock);
+		break;
+	case PROTO_RS_DONE:
+		/* after the worker applied every block before it */
+		on_rs_done(r, m);
+		break;
+	case PROTO_BITMAP:
+		on_bitmap(r, m);
+		break;
+	case PROTO_RS_DATA:
+		repl_queue_work(r, m, buf);
+		return;
+	case PROTO_RS_ACK:
+		pthread_mutex_lock(&r->lock);
+		if (r->rs)
+			resync_ack(r->rs, m);
+		pthread_mutex_unlock(&r->lock);
+		break;
+	default:
+		log_warn("%s: unexpected %s from the peer", r->p.cfg->name,
+			 proto_type_name(m->type));
+		break;
+	}
+	if (buf)
+		xport_buf_put(buf);
+}
+
+/* ---- administration (control thread) ---- */
+
+int repl_role(struct repl *r, bool primary, bool force, char *why,
+	      size_t why_len)
+{
+	struct sm_req q = { .type = primary ? SM_REQ_PRIMARY :
+					      SM_REQ_SECONDARY,
+			    .force = force };
+	struct uuid_info u;
+	enum sm_disk old_disk;
+	int ret;
+
+	pthread_mutex_lock(&r->lock);
+	old_disk = r->sm.disk;
+	ret = peer_sm_do(r, &q, why, why_len);
+	if (ret)
+		goto out;
+	r->same_writer = false;
+	peer_my_uuid(r, &u);
+	if (primary && force && !u.current) {
+		ret = uuid_force_primary(&u, util_random_u64());
+		if (ret) {
+			util_why(ret, why, why_len, "cannot create a generation");
+			goto out;
+		}
+	}
+	uuid_set_role(&u, primary);
+	ret = peer_save_uuid(r, &u);
+	if (ret) {
+		util_why(ret, why, why_len, "writing the superblock: %s",
+			 strerror(-ret));
+		goto out;
+	}
+	if (old_disk != r->sm.disk)
+		log_notice("%s: disk %s -> %s", r->p.cfg->name,
+			   sm_disk_name(old_disk), sm_disk_name(r->sm.disk));
+	peer_send_state(r);
+out:
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+int repl_new_current_uuid(struct repl *r, bool clear_bitmap, char *why,
+			  size_t why_len)
+{
+	struct proto_msg m = { .type = PROTO_RS_DONE };
+	struct uuid_info u;
+	int ret;
+
+	pthread_mutex_lock(&r->lock);
+	peer_my_uuid(r, &u);
+	if (!clear_bitmap) {
+		uuid_new_current(&u, util_random_u64());
+		ret = peer_save_uuid(r, &u);
+		if (ret)
+			util_why(ret, why, why_len, "writing the superblock");
+		goto out;
+	}
+	if (!r->conn_up || !r->have_peer_state) {
+		ret = util_why(-ENOTCONN, why, why_len,
+			       "--clear-bitmap needs the peer connected (both disks must be known identical)");
+		goto out;
+	}
+	if (r->peer_uuid.current) {
+		ret = util_why(-EEXIST, why, why_len,
+			       "the peer's disk already has a generation: only a just-created pair may skip the initial sync");
+		goto out;
+	}
+	if (r->sm.disk != SM_DISK_INCONSISTENT ||
+	    r->peer_disk_rx != SM_DISK_INCONSISTENT) {
+		ret = util_why(-EEXIST, why, why_len,
+			       "--clear-bitmap is for a just-created pair (disks %s/%s)",
+			       sm_disk_name(r->sm.disk),
+			       sm_disk_name(r->peer_disk_rx));
+		goto out;
+	}
+	ret = uuid_skip_initial_sync(&u, util_random_u64(), why, why_len);
+	if (ret)
+		goto out;
+	ret = both_up_to_date(r, why, why_len);
+	if (ret)
+		goto out;
+	ret = peer_save_uuid(r, &u);
+	if (ret) {
+		util_why(ret, why, why_len, "writing the superblock");
+		goto out;
+	}
+	{
+		struct bm *bm = meta_lock_bm(r->p.meta);
+
+		bm_clear_all(bm);
+		meta_unlock_bm(r->p.meta);
+	}
+	/* the marker first: the peer adopts the STATE that follows */
+	m.rs_done.kind = PROTO_RS_KIND_RESYNC;
+	m.rs_done.sectors = 0;
+	ret = conn_send(r->conn, &m, NULL, NULL, NULL, 1000);
+	if (ret)
+		util_why(ret, why, why_len, "telling the peer: %s",
+			 strerror(-ret));
+	else
+		peer_send_state(r);
+out:
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+/* The "resync" object: null when none runs. */
+static void resync_status(struct repl *r, json_t *o)
+{
+	struct resync_info ri = { 0 };
+	uint64_t left, done, rate, elapsed;
+	struct bm *bm;
+	json_t *j;
+
+	pthread_mutex_lock(&r->lock);
+	if (!r->sync_source && !r->sync_target) {
+		pthread_mutex_unlock(&r->lock);
+		json_object_set_new(o, "resync", json_null());
+		return;
+	}
+	bm = meta_lock_bm(r->p.meta);
+	left = bm_dirty_bytes(bm);
+	meta_unlock_bm(r->p.meta);
+	if (r->rs)
+		resync_get_info(r->rs, &ri);
+	done = r->sync_source ? ri.sent_bytes : r->rs_target_bytes;
+	elapsed = (uint64_t)(time(NULL) - r->rs_started);
+	rate = ri.rate_bps ? ri.rate_bps : elapsed ? done / elapsed : 0;
+	j = json_object();
+	json_object_set_new(j, "role", json_string(r->sync_source ? "source" :
+								    "target"));
+	json_object_set_new(j, "total_bytes", json_integer((json_int_t)r->rs_total));
+	json_object_set_new(j, "left_bytes", json_integer((json_int_t)left));
+	json_object_set_new(j, "done_bytes", json_integer((json_int_t)done));
+	json_object_set_new(j, "rate_bps", json_integer((json_int_t)rate));
+	json_object_set_new(j, "limit_bps",
+			    json_integer((json_int_t)ri.limit_bps));
+	json_object_set_new(j, "eta_s",
+			    rate ? json_integer((json_int_t)(left / rate)) :
+				   json_null());
+	json_object_set_new(j, "waiting_for_bitmap",
+			    json_boolean(!r->bm_rx_done));
+	pthread_mutex_unlock(&r->lock);
+	json_object_set_new(o, "resync", j);
+}
+
+void repl_status(struct repl *r, json_t *o)
+{
+	struct conn_info ci;
+	char st[160];
+	json_t *j = json_object();
+
+	conn_state(r->conn, &ci);
+	pthread_mutex_lock(&r->lock);
+	json_object_set_new(o, "role", json_string(sm_role_name(r->sm.role)));
+	json_object_set_new(o, "peer_role",
+			    json_string(sm_role_name(r->sm.peer_role)));
+	json_object_set_new(o, "disk", json_string(sm_disk_name(r->sm.disk)));
+	json_object_set_new(o, "peer_disk",
+			    json_string(sm_disk_name(r->sm.peer_disk)));
+	json_object_set_new(o, "connection",
+			    json_string(sm_conn_name(r->sm.conn)));
+	json_object_set_new(o, "replication",
+			    json_string(sm_repl_name(r->sm.repl)));
+	json_object_set_new(o, "state",
+			    json_string(sm_state_str(&r->sm, st, sizeof(st))));
+	json_object_set_new(o, "protocol", json_sprintf("%c", r->proto));
+	json_object_set_new(o, "current_uuid",
+			    json_sprintf("%016llx",
+					 (unsigned long long)r->p.md->sb.current_uuid));
+	json_object_set_new(j, "replicating", json_boolean(r->replicating));
+	json_object_set_new(j, "writes_sent", json_integer((json_int_t)r->sent_writes));
+	json_object_set_new(j, "bytes_sent", json_integer((json_int_t)r->sent_bytes));
+	json_object_set_new(j, "acked", json_integer((json_int_t)r->acked));
+	json_object_set_new(j, "not_acked", json_integer((json_int_t)r->peer_failed));
+	json_object_set_new(j, "not_sent", json_integer((json_int_t)r->not_sent));
+	json_object_set_new(j, "in_flight", json_integer(r->in_flight));
+	json_object_set_new(j, "applied", json_integer((json_int_t)r->applied));
+	json_object_set_new(j, "applied_bytes",
+			    json_integer((json_int_t)r->applied_bytes));
+	json_object_set_new(j, "apply_errors",
+			    json_integer((json_int_t)r->apply_errors));
+	json_object_set_new(j, "resyncs_done",
+			    json_integer((json_int_t)r->resyncs_done));
+	json_object_set_new(j, "range_waits",
+			    json_integer((json_int_t)r->ival_waits));
+	pthread_mutex_unlock(&r->lock);
+	json_object_set_new(j, "link", json_string(conn_status_name(ci.status)));
+	json_object_set_new(j, "peer_addr", json_string(ci.peer_addr));
+	json_object_set_new(j, "last_error", json_string(ci.last_error));
+	json_object_set_new(j, "connects", json_integer((json_int_t)ci.connects));
+	json_object_set_new(j, "losses", json_integer((json_int_t)ci.losses));
+	json_object_set_new(j, "rtt_us", json_integer(ci.rtt_us));
+	json_object_set_new(j, "wire_bytes_sent",
+			    json_integer((json_int_t)ci.bytes_sent));
+	json_object_set_new(j, "wire_bytes_recv",
+			    json_integer((json_int_t)ci.bytes_recv));
+	json_object_set_new(j, "sendq_bytes",
+			    json_integer((json_int_t)ci.sendq_bytes));
+	json_object_set_new(o, "replication_stats", j);
+	resync_status(r, o);
+}

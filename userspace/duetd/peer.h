@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * peer_ — the connection half of repl_ (internal: only repl.c and peer.c
+ * include this header). repl.c holds the data path: the primary's sends
+ * and acks (slots, epochs), the ranges in flight, the apply worker and the
+ * life cycle. peer.c holds what the connection decides: the conn_
+ * callbacks, the STATE exchange and generation decision, the bitmap
+ * exchange and the resync's start and end, roles, new-current-uuid and
+ * status. Both work on the one struct repl below, under its locks.
+ *
+ * Lock order: repl.lock, then a resync's lock, then meta's lock
+ * (meta_lock_bm); repl.send_lock is taken alone or inside repl.lock;
+ * work_lock and ival_lock are leaves. peer.c's functions below are called
+ * with repl.lock held unless said otherwise.
+ */
+#ifndef DUET_PEER_H
+#define DUET_PEER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "conn.h"
+#include "repl.h"
+#include "resync.h"
+#include "sm.h"
+#include "uuid.h"
+
+#define REPL_SLOTS 4096		/* peer requests in flight, all paths */
+#define REPL_RANGES 16384	/* ranges in flight, all paths + resync */
+#define REPL_PEER_SLOT 0	/* md peer slot (a pair uses one) */
+
+/* A request waiting for the peer. */
+struct slot {
+	struct repl *r;
+	repl_done_fn done;
+	void *arg;
+	uint32_t cookie;
+	uint32_t gen;		/* bumps on every reuse: stale acks */
+	uint64_t conn_gen;	/* connection it was sent on */
+	uint64_t sector;
+	uint32_t len;
+	int res;		/* the peer's verdict so far */
+	bool used;
+	bool handed;		/* the send completed (buffer released) */
+	bool answered;		/* the ack came, or the connection went */
+	int32_t next_free;
+};
+
+/* One item for the worker: a received frame to apply, or resync news. */
+enum work_kind {
+	W_FRAME = 0,	/* DATA, BARRIER, RS_DATA, in stream order */
+	W_RS_FINISHED,	/* the resync thread called done() */
+	W_RS_REAP,	/* an aborted resync: join it */
+};
+
+struct work {
+	uint8_t kind;		/* enum work_kind */
+	struct resync *rs;	/* W_RS_*: join and free it */
+	int err;		/* W_RS_FINISHED */
+	uint64_t bytes;		/* W_RS_FINISHED */
+	uint64_t conn_gen;	/* W_FRAME: the connection it came on */
+	struct proto_msg m;
+	struct xport_buf *buf;
+	struct work *next;
+};
+
+struct repl {
+	struct repl_params p;
+	struct conn *conn;
+	char proto;		/* 'A', 'B', 'C' */
+
+	pthread_mutex_t lock;	/* below, unless said otherwise */
+	struct sm_state sm;
+	struct uuid_info peer_uuid;
+	enum sm_disk peer_disk_rx;	/* from the peer's last STATE */
+	bool have_peer_state;
+	bool conn_up;		/* conn established() .. lost() */
+	bool replicating;	/* writes go to the peer (Established) */
+	uint64_t conn_gen;	/* bumped by established() and lost() */
+	int role_cache;		/* atomic: 1 Primary, 0 Secondary */
+	struct slot *slots;
+	int32_t free_head;
+	uint32_t in_flight;
+	pthread_cond_t drained;	/* in_flight reached 0 */
+
+	/* epochs (primary), under send_lock */
+	pthread_mutex_t send_lock;	/* order of frames on the wire */
+	uint64_t epoch;
+	uint32_t epoch_writes;
+	int epoch_done;		/* atomic: a write completed in this epoch */
+
+	/* apply worker (secondary) */
+	pthread_t worker;
+	bool worker_running;
+	bool worker_stop;
+	pthread_mutex_t work_lock;	/* the queue below, worker_stop */
+	pthread_cond_t work_cond;
+	struct work *work_head, *work_tail;
+	int wfd;
+	uint32_t rx_epoch_writes;
+	bool stale;		/* worker: the frame's connection is gone */
+	uint64_t worker_gen;	/* worker: connection of the last frame */
+
+	/* ranges being changed (ival.h) */
+	pthread_mutex_t ival_lock;
+	pthread_cond_t ival_cond;	/* a range was given back */
+	struct ival_set *ival;
+	uint64_t ival_want;		/* paths parked on a range */
+	void (*kick[META_MAX_QUEUES])(void *arg);
+	void *kick_arg[META_MAX_QUEUES];
+	uint64_t ival_waits;
+
+	/* resync (connection thread, under lock) */
+	struct resync *rs;	/* source: the running resync */
+	bool sync_source;	/* this connection resyncs to the peer */
+	bool sync_target;	/* ... from the peer */
+	bool bm_rx_done;	/* the peer's last BITMAP frame came */
+	bool same_writer;	/* this writer period has its generation */
+	bool adopt_pending;	/* the peer's clear-bitmap: take its next
+				 * STATE's generation */
+	uint64_t rs_total;	/* bytes out of sync when it began */
+	uint64_t rs_target_bytes; /* target: bytes written */
+	uint64_t rs_since_sync;	/* target: since the bitmap was persisted */
+	time_t rs_last_sync;	/* target: CLOCK_MONOTONIC s of that */
+	time_t rs_started;
+	uint64_t resyncs_done;
+
+	/* figures */
+	uint64_t sent_writes, sent_bytes, acked, peer_failed, not_sent;
+	uint64_t applied, applied_bytes, apply_errors;
+};
+
+/* ---- peer.c ---- */
+
+/* conn_ callbacks (connection thread). */
+void peer_established(void *arg, const struct conn_peer *peer);
+void peer_frame(void *arg, const struct proto_msg *m, struct xport_buf *buf);
+void peer_lost(void *arg, int err, const char *reason);
+/* Lock held: the state machine, the UUIDs, STATE. */
+void peer_update_may_write(struct repl *r);
+int peer_sm_do(struct repl *r, const struct sm_req *q, char *why, size_t len);
+void peer_my_uuid(struct repl *r, struct uuid_info *u);
+int peer_save_uuid(struct repl *r, const struct uuid_info *u);
+void peer_send_state(struct repl *r);
+/* Worker: the source's resync ended (W_RS_FINISHED). */
+void peer_finish_source(struct repl *r, struct work *w);
+
+/* ---- repl.c ---- */
+
+/* Lock held: every request waiting for the peer fails (connection gone). */
+void repl_fail_all(struct repl *r);
+/* Lock held: the peer's answer for request @id. */
+void repl_slot_answer(struct repl *r, uint64_t id, int res, bool final);
+/* Give a received frame (DATA, BARRIER, RS_DATA) to the worker, which
+ * owns @buf from now on. Lock not held. */
+void repl_queue_work(struct repl *r, const struct proto_msg *m,
+		     struct xport_buf *buf);
+/* Resync news for the worker, which joins the resync thread. Any lock. */
+void repl_queue_rs(struct repl *r, uint8_t kind, struct resync *rs, int err,
+		   uint64_t bytes);
+
+#endif
