@@ -814,7 +814,7 @@ static void test_fio_verify(void **state)
 
 	if (!fio_has_nbd())
 		skip();
-	assert_int_equal(sh("timeout 120 fio --name=verify --ioengine=nbd --uri='%s' --rw=randwrite --bsrange=4k-256k --size=24M --iodepth=16 --numjobs=1 --verify=crc32c --do_verify=1 --verify_fatal=1 --output=%s/fio.log",
+	assert_int_equal(sh("timeout 120 fio --name=verify --ioengine=nbd --uri='%s' --rw=randwrite --bsrange=4k-256k --size=24M --iodepth=16 --numjobs=1 --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 --output=%s/fio.log",
 			    f->uri, f->dir),
 			 0);
 	assert_int_equal(sh("grep -q 'err= 0' %s/fio.log", f->dir), 0);
@@ -833,7 +833,7 @@ static void test_fio_with_bad_client(void **state)
 	if (!fio_has_nbd())
 		skip();
 	snprintf(cmd, sizeof(cmd),
-		 "timeout 120 fio --name=busy --ioengine=nbd --uri='%s' --rw=randrw --bs=16k --size=16M --iodepth=8 --time_based --runtime=4 --verify=crc32c --verify_fatal=1 --output=%s/fio2.log",
+		 "timeout 120 fio --name=busy --ioengine=nbd --uri='%s' --rw=randrw --bs=16k --size=16M --iodepth=8 --time_based --runtime=4 --verify=crc32c --verify_fatal=1 --verify_state_save=0 --output=%s/fio2.log",
 		 f->uri, f->dir);
 	pid = fork();
 	assert_true(pid >= 0);
