@@ -184,6 +184,10 @@ while [ $i -lt "$NSHARES" ]; do
 	i=$((i + 1))
 done
 
+# Mounts shared, as systemd makes them on a real host: a mount namespace
+# made later (ip netns exec) then follows mounts and unmounts done here
+# instead of keeping its own copy of a filesystem alive.
+chroot /host /bin/mount --make-rshared / || trace "mount --make-rshared failed"
 ip link set lo up
 hostname duet-vm
 trace "starting the command"

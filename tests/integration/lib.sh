@@ -368,3 +368,62 @@ free_port() {
 	done
 	fail "free_port: no free port found"
 }
+
+# ----------------------------------------------------- network namespaces
+
+# netns_pair NS_A NS_B NET: two network namespaces joined by a veth pair,
+# NS_A's end (named veth0) at NET.1/24, NS_B's (veth0 too) at NET.2/24,
+# e.g. NET=10.77.3. The pair is created inside NS_A with its peer moved to
+# NS_B at once, so no interface name ever appears in the host's namespace
+# and parallel tests only need distinct namespace names (put $$ in them).
+# Both namespaces are deleted at exit (netns_del). Returns 1, saying why,
+# when the kernel or iproute2 cannot do it: the caller skips.
+netns_pair() {
+	local a=$1 b=$2 net=$3
+	ip netns add "$a" || {
+		echo "netns_pair: ip netns add $a failed" >&2
+		return 1
+	}
+	on_exit "netns_del $a"
+	ip netns add "$b" || {
+		echo "netns_pair: ip netns add $b failed" >&2
+		return 1
+	}
+	on_exit "netns_del $b"
+	ip -n "$a" link add veth0 type veth peer name veth0 netns "$b" &&
+		ip -n "$a" addr add "$net.1/24" dev veth0 &&
+		ip -n "$b" addr add "$net.2/24" dev veth0 &&
+		ip -n "$a" link set lo up && ip -n "$b" link set lo up &&
+		ip -n "$a" link set veth0 up && ip -n "$b" link set veth0 up || {
+		echo "netns_pair: cannot build the veth link $a <-> $b" >&2
+		return 1
+	}
+}
+
+# netns_exists NS: NS is a named network namespace (ip netns list).
+netns_exists() {
+	local l
+	l=$(ip netns list 2>/dev/null | cut -d' ' -f1)
+	grep -qxF -- "$1" <<<"$l"
+}
+
+# netns_del NS: end what still runs in NS (it can only be this test's:
+# the name is the test's own), then delete NS. Quiet when NS is gone.
+netns_del() {
+	local ns=$1 pids i
+	netns_exists "$ns" || return 0
+	pids=$(ip netns pids "$ns" 2>/dev/null)
+	if [ -n "$pids" ]; then
+		echo "netns_del: $ns still runs: $pids; stopping them" >&2
+		# shellcheck disable=SC2086
+		kill -TERM $pids 2>/dev/null
+		for ((i = 0; i < 30; i++)); do
+			[ -z "$(ip netns pids "$ns" 2>/dev/null)" ] && break
+			sleep 0.1
+		done
+		pids=$(ip netns pids "$ns" 2>/dev/null)
+		# shellcheck disable=SC2086
+		[ -z "$pids" ] || kill -KILL $pids 2>/dev/null
+	fi
+	ip netns del "$ns"
+}

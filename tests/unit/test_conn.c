@@ -890,6 +890,52 @@ static void test_stop_and_reconnect(void **state)
 	assert_int_equal(info(&p->n[0]).status, CONN_CONNECTED);
 }
 
+/*
+ * conn_give_up (a refused handshake): frames queued before it still go out,
+ * then the peer is told why and we stop trying (StandAlone, no listener)
+ * until conn_start, which joins the ended thread and connects again. A
+ * peer's on-purpose stop reaches lost() as -ESHUTDOWN, a refusal does not.
+ */
+static void test_give_up(void **state)
+{
+	struct pair_opts po = { .start0 = true, .start1 = true };
+	struct pair *p = *state;
+	uint8_t *buf = payload_for(1, 4096);
+	struct proto_msg m;
+
+	pair_setup(p, &po);
+	assert_true(WAIT_FOR(connected(p), 3000));
+	data_msg(&m, 1, 4096);
+	assert_int_equal(conn_send(p->n[1].c, &m, buf, cb_done, &p->n[1], -1),
+			 0);
+	assert_int_equal(conn_give_up(p->n[1].c, PROTO_DISC_SPLIT_BRAIN,
+				      "split brain"),
+			 0);
+	assert_true(WAIT_FOR(p->n[0].lost == 1 && p->n[1].lost == 1, 3000));
+	assert_int_equal(node_frames(&p->n[0]), 1);
+	assert_int_equal(p->n[0].bad, 0);
+	assert_int_equal(p->n[1].done_ok, 1);
+	assert_non_null(strstr(p->n[0].lost_reason, "split brain"));
+	assert_int_equal(p->n[0].lost_err, -ECONNRESET);
+	assert_true(WAIT_FOR(info(&p->n[1]).status == CONN_STANDALONE, 1000));
+	assert_int_equal(conn_give_up(p->n[1].c, PROTO_DISC_SPLIT_BRAIN, ""),
+			 -EALREADY);
+	/* Node 1 stays away: node 0's dials are refused. */
+	usleep(600 * 1000);
+	assert_int_equal(p->n[0].established, 1);
+	assert_int_equal(p->n[1].established, 1);
+	assert_int_equal(info(&p->n[0]).status, CONN_CONNECTING);
+	assert_int_equal(conn_start(p->n[1].c), 0);
+	assert_true(WAIT_FOR(p->n[0].established == 2 &&
+				     p->n[1].established == 2,
+			     RMAX_MS + CONNECT_MS + 3000));
+	/* An on-purpose stop is seen as such by the peer. */
+	conn_stop(p->n[1].c);
+	assert_true(WAIT_FOR(p->n[0].lost == 2, 1000));
+	assert_int_equal(p->n[0].lost_err, -ESHUTDOWN);
+	free(buf);
+}
+
 /* Count lines of @path containing every one of the strings. */
 static int count_lines(const char *path, const char *a, const char *b)
 {
@@ -1404,6 +1450,7 @@ int main(void)
 		T(test_frames_both_ways),
 		T(test_ping_keeps_idle_link),
 		T(test_stop_and_reconnect),
+		T(test_give_up),
 		T(test_wrong_secret),
 		T(test_wrong_resource),
 		T(test_garbage_then_peer),

@@ -99,6 +99,7 @@ static void sample(unsigned int type, struct proto_msg *m, uint8_t *payload,
 		for (int i = 0; i < PROTO_HISTORY; i++)
 			m->state.history[i] = 0x9999000000000000ull + i;
 		m->state.dirty_bits = BM_BITS;
+		m->state.promoted = 1700000000;
 		break;
 	case PROTO_BITMAP:
 		m->bitmap.first_page = 5;
@@ -215,7 +216,7 @@ static void test_layout(void **state)
 {
 	static const int fixed[PROTO_TYPE_END] = {
 		[PROTO_HELLO] = 128,	  [PROTO_AUTH] = 32,
-		[PROTO_AUTH_RESULT] = 16, [PROTO_STATE] = 64,
+		[PROTO_AUTH_RESULT] = 16, [PROTO_STATE] = 72,
 		[PROTO_BITMAP] = 16,	  [PROTO_DATA] = 56,
 		[PROTO_ACK_RECV] = 16,	  [PROTO_ACK_WRITE] = 16,
 		[PROTO_BARRIER] = 16,	  [PROTO_BARRIER_ACK] = 16,
@@ -380,7 +381,7 @@ static const struct mutation mutations[] = {
 	{ PROTO_DATA, 8, 4, 56 + 8192 + 512, 0, "announces" },
 	{ PROTO_RS_DATA, 8, 4, 56, 0, "announces" },
 	{ PROTO_BITMAP, 8, 4, 16 + 4096, 0, "announces" },
-	{ PROTO_STATE, 8, 4, 64 + 1, 0, "length" },
+	{ PROTO_STATE, 8, 4, 72 + 1, 0, "length" },
 	/* HELLO */
 	{ PROTO_HELLO, F(0), 2, 0, 0, "version_min" },
 	{ PROTO_HELLO, F(0), 2, 8, 0, "version_min" },
@@ -413,7 +414,7 @@ static const struct mutation mutations[] = {
 	{ PROTO_STATE, F(1), 1, 0, 0, "disk" },
 	{ PROTO_STATE, F(1), 1, 6, 0, "disk" },
 	{ PROTO_STATE, F(2), 2, 1, 0, "reserved" },
-	{ PROTO_STATE, F(4), 4, 1u << 3, 0, "flags" },
+	{ PROTO_STATE, F(4), 4, 1u << 5, 0, "flags" },
 	{ PROTO_STATE, F(56), 8, BM_BITS + 1, 0, "dirty_bits" },
 	/* BITMAP */
 	{ PROTO_BITMAP, F(8), 4, PROTO_BM_PAGES_MAX + 1, 0, "count" },

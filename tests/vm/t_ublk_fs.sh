@@ -66,6 +66,21 @@ expect_rc 0 fsck.ext4 -n -f "$dev"
 expect_rc 0 mount -t ext4 -o ro "$dev" "$MNT"
 (cd "$MNT" && sha256sum --quiet -c "$T/sums") ||
 	fail "file contents changed across down/up"
+
+step "a daemon started while the filesystem is mounted does not pin it"
+# (a private mount namespace in duetd once kept a copy of every mount alive
+# after the admin's umount: unflushed, and the device could not stop)
+mk_sparse "$T/beta.img" 64M
+write_resource r1 nodes=alpha alpha_disk="$T/beta.img" extra='queues = 1;'
+expect_rc 0 "$DUETCTL" create-md r1
+expect_rc 0 "$DUETCTL" up r1
+on_exit "'$DUETCTL' down r1 >/dev/null 2>&1"
+pid1=$("$DUETCTL" status r1 --json | jq -r .pid)
+assert_eq "$(readlink "/proc/$pid1/ns/mnt")" "$(readlink /proc/self/ns/mnt)" \
+	"duetd's mount namespace"
 expect_rc 0 umount "$MNT"
-expect_rc 0 "$DUETCTL" down r0
+grep -q " $MNT " "/proc/$pid1/mountinfo" &&
+	fail "r1's duetd still sees r0's filesystem mounted"
+expect_rc 0 timeout 30 "$DUETCTL" down r0
+expect_rc 0 "$DUETCTL" down r1
 pass

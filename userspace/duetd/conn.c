@@ -132,10 +132,16 @@ struct conn {
 		unsigned int suppressed;
 	} rl[CONN_RL_SLOTS];
 
+	/* conn_start and conn_stop run one at a time (the thread may be
+	 * joined by either, after conn_give_up ended it) */
+	pthread_mutex_t life;
+
 	/* shared, under lock */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool running, stop;
+	unsigned int stop_reason;	/* DISCONNECT reason when stopping */
+	char stop_text[PROTO_TEXT_MAX];
 	enum conn_status status;
 	uint64_t gen;		/* of the UP link */
 	struct conn_req *pend_head, *pend_tail, *free_reqs;
@@ -722,7 +728,10 @@ static bool link_up_frame(struct conn *c, struct link *l,
 		/* A peer that refuses us on purpose is not retried at once. */
 		if (m->disconnect.reason != PROTO_DISC_SHUTDOWN)
 			backoff(c, now_ms(), c->t.rmax_ms);
-		l->lost_err = -ECONNRESET;
+		/* -ESHUTDOWN: the peer left on purpose (down, disconnect) */
+		l->lost_err = m->disconnect.reason == PROTO_DISC_SHUTDOWN ?
+				      -ESHUTDOWN :
+				      -ECONNRESET;
 		snprintf(l->lost_why, sizeof(l->lost_why), "%s", why);
 		link_close(c, l, -ECONNRESET, why);
 		return false;
@@ -1098,20 +1107,29 @@ static void shut_down(struct conn *c)
 {
 	uint64_t until = now_ms() + min_u64(c->t.connect_ms, 2000);
 	struct proto_msg m;
+	unsigned int reason;
+	char text[PROTO_TEXT_MAX];
 
 	xport_close(c->listener);
 	c->listener = NULL;
 	pthread_mutex_lock(&c->lock);
 	c->status = CONN_STANDALONE;
+	reason = c->stop_reason ? c->stop_reason : PROTO_DISC_SHUTDOWN;
+	snprintf(text, sizeof(text), "%s",
+		 c->stop_reason ? c->stop_text : "node stopped");
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
+	/* conn_give_up: what the owner sent before (its STATE) goes first,
+	 * so that the peer learns what we decided from */
+	if (reason != PROTO_DISC_SHUTDOWN)
+		flush_pending(c, now_ms());
 	for (int i = 0; i < CONN_LINKS_MAX; i++) {
 		struct link *l = c->links[i];
 
 		if (!l || !l->ep)
 			continue;
 		if (l->st == LK_UP) {
-			disc_msg(&m, PROTO_DISC_SHUTDOWN, "node stopped");
+			disc_msg(&m, reason, text);
 			link_begin_close(c, l, &m, -ESHUTDOWN,
 					 "connection stopped");
 		} else if (l->st != LK_CLOSING) {
@@ -1238,6 +1256,7 @@ struct conn *conn_create(const struct conn_opts *o, const struct conn_cbs *cbs,
 	}
 	c->efd = -1;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->life, NULL);
 	pthread_cond_init(&c->cond, NULL);
 	c->ops = xport_find(tname);
 	if (!c->ops) {
@@ -1300,6 +1319,7 @@ void conn_destroy(struct conn *c)
 	free(c->reqs);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->life);
 	explicit_bzero(c->res.secret, sizeof(c->res.secret));
 	free(c);
 }
@@ -1307,14 +1327,26 @@ void conn_destroy(struct conn *c)
 int conn_start(struct conn *c)
 {
 	char err[XPORT_ERR_MAX];
+	bool ended;
 	int r;
 
+	pthread_mutex_lock(&c->life);
+	pthread_mutex_lock(&c->lock);
+	/* a thread that conn_give_up ended is joined here */
+	ended = c->running && c->stop;
+	pthread_mutex_unlock(&c->lock);
+	if (ended) {
+		pthread_join(c->thread, NULL);
+		pthread_mutex_lock(&c->lock);
+		c->running = false;
+		pthread_mutex_unlock(&c->lock);
+	}
 	pthread_mutex_lock(&c->lock);
 	r = c->running ? -EALREADY : 0;
 	c->t = c->adj;
 	pthread_mutex_unlock(&c->lock);
 	if (r)
-		return r;
+		goto out_unlock_life;
 	/*
 	 * The kernel's own verdict is a backstop, three times as patient as
 	 * the pings: it also ends a connection whose peer keeps its receive
@@ -1331,11 +1363,12 @@ int conn_start(struct conn *c)
 			   sizeof(err));
 	if (r) {
 		log_err("%s: %s", c->res.name, err);
-		return r;
+		goto out_unlock_life;
 	}
 	memset(c->rl, 0, sizeof(c->rl));
 	pthread_mutex_lock(&c->lock);
 	c->stop = false;
+	c->stop_reason = 0;
 	c->disc_req = false;
 	c->status = CONN_CONNECTING;
 	c->closed_bs = c->info.bytes_sent;
@@ -1353,14 +1386,18 @@ int conn_start(struct conn *c)
 		log_err("%s: cannot start the connection thread: %s",
 			c->res.name, strerror(-r));
 	}
+out_unlock_life:
+	pthread_mutex_unlock(&c->life);
 	return r;
 }
 
 void conn_stop(struct conn *c)
 {
+	pthread_mutex_lock(&c->life);
 	pthread_mutex_lock(&c->lock);
 	if (!c->running) {
 		pthread_mutex_unlock(&c->lock);
+		pthread_mutex_unlock(&c->life);
 		return;
 	}
 	c->stop = true;
@@ -1371,6 +1408,7 @@ void conn_stop(struct conn *c)
 	c->running = false;
 	c->status = CONN_STANDALONE;
 	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&c->life);
 }
 
 static bool conn_owned_type(unsigned int type)
@@ -1452,6 +1490,23 @@ int conn_send(struct conn *c, const struct proto_msg *m, const void *payload,
 out_unlock:
 	pthread_mutex_unlock(&c->lock);
 	return ret;
+}
+
+int conn_give_up(struct conn *c, unsigned int reason, const char *text)
+{
+	if (!reason || reason >= PROTO_DISC_END)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	if (!c->running || c->stop) {
+		pthread_mutex_unlock(&c->lock);
+		return -EALREADY;
+	}
+	c->stop = true;
+	c->stop_reason = reason;
+	snprintf(c->stop_text, sizeof(c->stop_text), "%s", text ? text : "");
+	pthread_mutex_unlock(&c->lock);
+	wake(c);
+	return 0;
 }
 
 int conn_disconnect(struct conn *c, unsigned int reason, const char *text)

@@ -103,7 +103,8 @@ struct conn_cbs {
 		      struct xport_buf *buf);
 	/*
 	 * Required. The connection reported by established() is gone (@err:
-	 * -ECONNRESET, -ETIMEDOUT, -EBADMSG, -ESHUTDOWN, ...; @reason: a
+	 * -ECONNRESET, -ETIMEDOUT, -EBADMSG, ...; -ESHUTDOWN: conn_stop() or
+	 * conn_give_up() here, or the peer left on purpose; @reason: a
 	 * sentence). Every send not handed over has completed with
 	 * -ECONNRESET before this is called.
 	 */
@@ -184,6 +185,15 @@ int conn_send(struct conn *c, const struct proto_msg *m, const void *payload,
  * connected. Any thread, callbacks included.
  */
 int conn_disconnect(struct conn *c, unsigned int reason, const char *text);
+
+/*
+ * Stop trying (StandAlone), from any thread, callbacks included: tell the
+ * peer why (DISCONNECT @reason, @text) if connected, close everything, and
+ * let the connection thread end; lost() is called if a connection was up.
+ * conn_start() starts again (joining the ended thread), conn_stop() joins
+ * it. -EALREADY when not running or already stopping.
+ */
+int conn_give_up(struct conn *c, unsigned int reason, const char *text);
 
 /*
  * Take the adjustable keys from @res: connect-timeout, ping-interval and

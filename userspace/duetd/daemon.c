@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "dev.h"
@@ -162,8 +163,11 @@ static int h_status(void *arg, json_t *req, json_t *resp)
 				    ms.error ? json_string(strerror(-ms.error)) :
 					       json_null());
 	}
-	if (d->repl && d->state == DAEMON_RUNNING)
+	if (d->repl && d->state == DAEMON_RUNNING) {
 		repl_status(d->repl, resp);
+		admin_status(d->repl, resp,
+			     json_is_true(json_object_get(req, "verbose")));
+	}
 	if (d->nbd && d->state == DAEMON_RUNNING) {
 		o = json_object();
 		nbd_status(d->nbd, o);
@@ -247,6 +251,26 @@ static int h_secondary(void *arg, json_t *req, json_t *resp)
 	return h_role(arg, req, resp, false);
 }
 
+static int h_verify(void *arg, json_t *req, json_t *resp)
+{
+	struct daemon *d = arg;
+	char why[256] = "";
+	struct repl *r;
+	int ret;
+
+	(void)req;
+	pthread_mutex_lock(&d->lock);
+	r = need_repl(d, resp, &ret);
+	pthread_mutex_unlock(&d->lock);
+	if (!r)
+		return ret;
+	ret = repl_verify(r, why, sizeof(why));
+	if (ret)
+		return ctl_error(resp, ret, "%s", why[0] ? why : strerror(-ret));
+	repl_status(r, resp);
+	return 0;
+}
+
 static int h_new_current_uuid(void *arg, json_t *req, json_t *resp)
 {
 	struct daemon *d = arg;
@@ -292,8 +316,12 @@ static int start_ctl(struct daemon *d)
 	if (!ret)
 		ret = ctl_register(d->ctl, "secondary", h_secondary, d);
 	if (!ret)
+		ret = ctl_register(d->ctl, "verify", h_verify, d);
+	if (!ret)
 		ret = ctl_register(d->ctl, "new-current-uuid",
 				   h_new_current_uuid, d);
+	if (!ret)
+		ret = admin_register(d->ctl, d);
 	if (!ret)
 		ret = ctl_start(d->ctl);
 	if (ret)

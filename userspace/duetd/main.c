@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -225,13 +224,12 @@ static void harden(void)
 		log_warn("mlockall: %s", strerror(errno));
 #endif
 
-	/* Our own mount namespace, nothing propagating into it: a mount
-	 * held here cannot pin a filesystem the admin unmounts. */
-	if (unshare(CLONE_NEWNS))
-		log_warn("unshare(CLONE_NEWNS): %s", strerror(errno));
-	else if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL))
-		log_warn("making / private in our mount namespace: %s",
-			 strerror(errno));
+	/*
+	 * No mount namespace of our own: a copy of the mount table would hold
+	 * every filesystem mounted when we started (another duet device's
+	 * among them) alive after the admin unmounts it, unflushed. We hold
+	 * no mount: the working directory is / (daemonize).
+	 */
 }
 
 static int wait_for_stop(struct daemon *d)

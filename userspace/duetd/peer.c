@@ -10,24 +10,42 @@
 #include <string.h>
 #include <time.h>
 
+#include "admin.h"
 #include "bm.h"
 #include "ctl.h"
 #include "log.h"
 #include "peer.h"
 #include "util.h"
 
-static void event(struct repl *r, const char *what)
+/*
+ * One line on the events stream (schema: docs/control-socket.md, "The
+ * events stream"): "change" unless @extra names another "event"; @extra's
+ * fields are added (and stolen). Lock held.
+ */
+void peer_event(struct repl *r, const char *what, const char *reason,
+		json_t *extra)
 {
+	struct timespec now;
 	char st[160];
 	json_t *e;
 
-	if (!r->p.ctl)
+	if (!r->p.ctl) {
+		json_decref(extra);
 		return;
+	}
 	e = json_object();
-	if (!e)
+	if (!e) {
+		json_decref(extra);
 		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
 	json_object_set_new(e, "event", json_string("change"));
+	json_object_set_new(e, "seq", json_integer((json_int_t)++r->event_seq));
+	json_object_set_new(e, "time",
+			    json_real((double)now.tv_sec +
+				      (double)now.tv_nsec / 1e9));
 	json_object_set_new(e, "resource", json_string(r->p.cfg->name));
+	json_object_set_new(e, "node", json_string(r->p.self->name));
 	json_object_set_new(e, "what", json_string(what));
 	json_object_set_new(e, "state",
 			    json_string(sm_state_str(&r->sm, st, sizeof(st))));
@@ -35,8 +53,22 @@ static void event(struct repl *r, const char *what)
 	json_object_set_new(e, "disk", json_string(sm_disk_name(r->sm.disk)));
 	json_object_set_new(e, "conn", json_string(sm_conn_name(r->sm.conn)));
 	json_object_set_new(e, "repl", json_string(sm_repl_name(r->sm.repl)));
+	json_object_set_new(e, "peer_role",
+			    json_string(sm_role_name(r->sm.peer_role)));
+	json_object_set_new(e, "peer_disk",
+			    json_string(sm_disk_name(r->sm.peer_disk)));
+	json_object_set_new(e, "reason", json_string(reason ? reason : ""));
+	if (extra) {
+		json_object_update(e, extra);
+		json_decref(extra);
+	}
 	ctl_broadcast_event(r->p.ctl, e);
 	json_decref(e);
+}
+
+static void event(struct repl *r, const char *what)
+{
+	peer_event(r, what, NULL, NULL);
 }
 
 /*
@@ -88,6 +120,7 @@ int peer_sm_do(struct repl *r, const struct sm_req *q, char *why,
 		why = buf;
 		len = sizeof(buf);
 	}
+	why[0] = '\0';
 	ret = sm_request(&r->sm, q, &next, why, len);
 	if (ret) {
 		log_warn("%s: %s: %s", r->p.cfg->name, sm_req_name(q->type),
@@ -99,7 +132,7 @@ int peer_sm_do(struct repl *r, const struct sm_req *q, char *why,
 			   sm_diff_str(&r->sm, &next, diff, sizeof(diff)));
 		r->sm = next;
 		peer_update_may_write(r);
-		event(r, sm_req_name(q->type));
+		peer_event(r, sm_req_name(q->type), why, NULL);
 	}
 	return 0;
 }
@@ -185,6 +218,12 @@ void peer_send_state(struct repl *r)
 		m.state.flags |= PROTO_SF_CRASHED_PRIMARY;
 	if (u.flags & MD_F_FULL_SYNC)
 		m.state.flags |= PROTO_SF_FULL_SYNC;
+	if (r->sm.discard_my_data)
+		m.state.flags |= PROTO_SF_DISCARD_MY_DATA;
+	if (r->sm.repl == SM_REPL_PAUSED_SYNC)
+		m.state.flags |= PROTO_SF_PAUSED_SYNC;
+	m.state.promoted = r->p.md->sb.promoted;
+	r->state_dirty_bits = u.dirty_bits;
 	m.state.current_uuid = u.current;
 	m.state.bitmap_uuid = u.bitmap;
 	for (unsigned int i = 0; i < PROTO_HISTORY && i < MD_HISTORY; i++)
@@ -194,6 +233,19 @@ void peer_send_state(struct repl *r)
 	if (ret)
 		log_warn("%s: sending STATE: %s", r->p.cfg->name,
 			 strerror(-ret));
+}
+
+/* Keep a verify's figures for status. Lock held. */
+static void ov_record(struct repl *r, const struct resync_info *ri,
+		      bool source, bool complete)
+{
+	r->ov_last.ended = time(NULL);
+	r->ov_last.complete = complete;
+	r->ov_last.source = source;
+	r->ov_last.compared_bytes = ri->sent_bytes;
+	r->ov_last.oos_bytes = ri->oos_bytes;
+	r->ov_last.oos_blocks = ri->oos_blocks;
+	r->ov_last.seconds = (int64_t)(r->ov_last.ended - r->ov_started);
 }
 
 /* ---- connection callbacks (connection thread) ---- */
@@ -210,6 +262,8 @@ void peer_established(void *arg, const struct conn_peer *peer)
 	r->sync_source = r->sync_target = false;
 	r->bm_rx_done = false;
 	r->adopt_pending = false;
+	r->verifying = r->verify_target = false;
+	r->features = peer->features;
 	memset(&r->peer_uuid, 0, sizeof(r->peer_uuid));
 	r->peer_uuid.node_id = peer->node_id;
 	pthread_mutex_lock(&r->send_lock);
@@ -226,30 +280,55 @@ void peer_lost(void *arg, int err, const char *reason)
 {
 	struct repl *r = arg;
 	struct sm_req q = { .type = SM_EV_PEER_LOST };
-
+	struct conn_info ci;
+	enum sm_disk old_disk;
+	struct uuid_info u;
 	struct resync *rs;
 
+	/* the peer left on purpose (its down or disconnect), not we */
+	conn_state(r->conn, &ci);
+	q.graceful = err == -ESHUTDOWN && ci.status != CONN_STANDALONE;
 	pthread_mutex_lock(&r->lock);
 	r->conn_up = false;
 	r->replicating = false;
 	__atomic_add_fetch(&r->conn_gen, 1, __ATOMIC_ACQ_REL);
 	rs = r->rs;
 	r->rs = NULL;
-	if (rs) {
-		resync_abort(rs);
-		repl_queue_rs(r, W_RS_REAP, rs, 0, 0);
+	if (rs && r->verifying) {
+		struct resync_info ri;
+
+		resync_get_info(rs, &ri);
+		ov_record(r, &ri, true, false);
+		log_notice("%s: online verify interrupted after %llu of %llu bytes (%llu found out of sync)",
+			   r->p.cfg->name,
+			   (unsigned long long)ri.sent_bytes,
+			   (unsigned long long)r->p.data_bytes,
+			   (unsigned long long)ri.oos_bytes);
+	} else if (rs) {
 		log_notice("%s: resync to %s interrupted; it resumes on reconnect",
 			   r->p.cfg->name, r->p.peer->name);
 	}
+	if (rs) {
+		resync_abort(rs);
+		repl_queue_rs(r, W_RS_REAP, rs, 0, 0);
+	}
+	r->verifying = r->verify_target = false;
 	r->sync_source = r->sync_target = false;
 	r->bm_rx_done = false;
 	repl_fail_all(r);
+	old_disk = r->sm.disk;
 	if (r->have_peer_state)
 		peer_sm_do(r, &q, NULL, 0);
+	if (r->sm.disk == SM_DISK_OUTDATED && old_disk != SM_DISK_OUTDATED) {
+		/* a Primary left on purpose: we fall behind from now on */
+		peer_my_uuid(r, &u);
+		uuid_outdate(&u);
+		peer_save_uuid(r, &u);
+	}
 	r->have_peer_state = false;
+	r->peer_discard = r->peer_paused = false;
 	log_notice("%s: connection to %s lost (%s): writes go to the bitmap",
 		   r->p.cfg->name, r->p.peer->name, reason ? reason : "");
-	(void)err;
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -278,6 +357,18 @@ static enum sm_repl peer_repl_of(enum uuid_verdict v)
 	if (uuid_verdict_is_target(v))
 		return SM_REPL_SYNC_SOURCE;
 	return SM_REPL_ESTABLISHED;
+}
+
+static uint8_t proto_digest_of(enum cfg_digest d)
+{
+	switch (d) {
+	case CFG_DIGEST_CRC32C:
+		return PROTO_DIGEST_CRC32C;
+	case CFG_DIGEST_SHA256:
+		return PROTO_DIGEST_SHA256;
+	default:
+		return PROTO_DIGEST_NONE;
+	}
 }
 
 static void free_cb(void *arg, int err)
@@ -352,19 +443,23 @@ static void maybe_start_source(struct repl *r)
 	};
 	struct bm *bm;
 
-	if (!r->sync_source || !r->bm_rx_done || r->rs)
+	if (!r->sync_source || !r->bm_rx_done || r->rs ||
+	    r->sm.repl == SM_REPL_PAUSED_SYNC)
 		return;
-	if (r->p.cfg->data_digest != CFG_DIGEST_NONE)
-		rp.digest_alg = r->p.cfg->data_digest == CFG_DIGEST_CRC32C ?
-					PROTO_DIGEST_CRC32C :
-					PROTO_DIGEST_SHA256;
+	rp.digest_alg = proto_digest_of(r->p.cfg->data_digest);
+	if (r->p.cfg->csums_alg != CFG_DIGEST_NONE &&
+	    (r->features & PROTO_F_CSUM_RESYNC)) {
+		rp.mode = RESYNC_CSUM;
+		rp.csum_alg = proto_digest_of(r->p.cfg->csums_alg);
+	}
 	bm = meta_lock_bm(r->p.meta);
 	r->rs_total = bm_dirty_bytes(bm);
 	meta_unlock_bm(r->p.meta);
 	r->rs_started = time(NULL);
-	log_notice("%s: resync to %s begins: %llu bytes out of sync",
+	log_notice("%s: resync to %s begins: %llu bytes out of sync%s",
 		   r->p.cfg->name, r->p.peer->name,
-		   (unsigned long long)r->rs_total);
+		   (unsigned long long)r->rs_total,
+		   rp.mode == RESYNC_CSUM ? " (checksum-based)" : "");
 	r->rs = resync_start(&rp);
 	if (!r->rs) {
 		log_err("%s: cannot start the resync: %s", r->p.cfg->name,
@@ -418,6 +513,7 @@ static void begin_sync(struct repl *r, enum uuid_verdict v)
 	r->sync_source = !target;
 	r->sync_target = target;
 	r->rs_target_bytes = 0;
+	r->rs_target_same = 0;
 	r->rs_started = time(NULL);
 	r->replicating = true;
 	log_notice("%s: %s resync %s %s (%s)", r->p.cfg->name,
@@ -434,6 +530,16 @@ static void begin_sync(struct repl *r, enum uuid_verdict v)
 		r->rs_total = bm_dirty_bytes(bm);
 		meta_unlock_bm(r->p.meta);
 	}
+	maybe_start_source(r);
+}
+
+void peer_begin_sync(struct repl *r, enum uuid_verdict v)
+{
+	begin_sync(r, v);
+}
+
+void peer_start_source(struct repl *r)
+{
 	maybe_start_source(r);
 }
 
@@ -454,6 +560,40 @@ static void on_resync_done(void *arg, struct resync *rs, int err,
 		repl_queue_rs(r, W_RS_FINISHED, rs, err, bytes);
 }
 
+/* Worker, lock held: our online verify walked the whole device. */
+static void finish_verify(struct repl *r, struct work *w)
+{
+	struct proto_msg m = { .type = PROTO_RS_DONE };
+	struct sm_req q = { .type = SM_EV_VERIFY_DONE };
+
+	r->verifying = false;
+	peer_sm_do(r, &q, NULL, 0);
+	if (w->err) {
+		ov_record(r, &w->info, true, false);
+		log_err("%s: online verify stopped: %s (%llu bytes compared, %llu found out of sync)",
+			r->p.cfg->name, strerror(-w->err),
+			(unsigned long long)w->info.sent_bytes,
+			(unsigned long long)w->info.oos_bytes);
+	} else {
+		ov_record(r, &w->info, true, true);
+		log_notice("%s: online verify done: %llu bytes compared in %lld s, %llu bytes in %llu blocks out of sync%s",
+			   r->p.cfg->name,
+			   (unsigned long long)w->info.sent_bytes,
+			   (long long)r->ov_last.seconds,
+			   (unsigned long long)w->info.oos_bytes,
+			   (unsigned long long)w->info.oos_blocks,
+			   w->info.oos_bytes ?
+				   " (marked: disconnect and connect to resync them)" :
+				   "");
+	}
+	event(r, "verify-done");
+	m.rs_done.kind = PROTO_RS_KIND_VERIFY;
+	m.rs_done.result = w->err ? EIO : 0;
+	m.rs_done.sectors = w->info.oos_bytes >> SECTOR_SHIFT;
+	if (conn_send(r->conn, &m, NULL, NULL, NULL, -1))
+		log_warn("%s: RS_DONE not sent", r->p.cfg->name);
+}
+
 /* Worker: the source's resync ended. */
 void peer_finish_source(struct repl *r, struct work *w)
 {
@@ -462,6 +602,11 @@ void peer_finish_source(struct repl *r, struct work *w)
 	struct uuid_info me;
 
 	pthread_mutex_lock(&r->lock);
+	if (r->verifying && r->conn_up) {
+		finish_verify(r, w);
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
 	if (!r->sync_source || !r->conn_up) {
 		pthread_mutex_unlock(&r->lock);
 		return;
@@ -475,15 +620,25 @@ void peer_finish_source(struct repl *r, struct work *w)
 	}
 	peer_my_uuid(r, &me);
 	uuid_sync_source_done(&me);
+	admin_sync_ending(r);
 	peer_sm_do(r, &q, NULL, 0);
 	peer_save_uuid(r, &me);
+	r->rs_bytes_total += w->bytes;
+	r->rs_same_total += w->info.same_bytes;
 	r->sync_source = false;
 	r->bm_rx_done = false;
 	r->resyncs_done++;
-	log_notice("%s: resync to %s done: %llu bytes in %lld s",
-		   r->p.cfg->name, r->p.peer->name,
-		   (unsigned long long)w->bytes,
-		   (long long)(time(NULL) - r->rs_started));
+	if (w->info.same_bytes)
+		log_notice("%s: resync to %s done: %llu bytes in %lld s, %llu of them found identical by checksum (not sent)",
+			   r->p.cfg->name, r->p.peer->name,
+			   (unsigned long long)w->bytes,
+			   (long long)(time(NULL) - r->rs_started),
+			   (unsigned long long)w->info.same_bytes);
+	else
+		log_notice("%s: resync to %s done: %llu bytes in %lld s",
+			   r->p.cfg->name, r->p.peer->name,
+			   (unsigned long long)w->bytes,
+			   (long long)(time(NULL) - r->rs_started));
 	peer_send_state(r);
 	m.rs_done.kind = PROTO_RS_KIND_RESYNC;
 	m.rs_done.sectors = w->bytes >> SECTOR_SHIFT;
@@ -514,6 +669,7 @@ static void finish_target(struct repl *r, const struct proto_msg *m)
 	}
 	peer_my_uuid(r, &me);
 	uuid_sync_target_done(&me, &r->peer_uuid);
+	admin_sync_ending(r);
 	peer_sm_do(r, &q, NULL, 0);
 	peer_save_uuid(r, &me);
 	meta_sync_bm(r->p.meta);
@@ -531,21 +687,46 @@ static void finish_target(struct repl *r, const struct proto_msg *m)
  * held. Returns a DISCONNECT reason, or 0. */
 static unsigned int decide(struct repl *r)
 {
-	struct uuid_info me;
-	struct uuid_decision dec;
+	struct uuid_info me, sent;
+	struct uuid_decision dec, detect;
 	struct sm_req q = { 0 };
+	enum cfg_sb_policy policy;
 	enum uuid_verdict v;
 	bool first = !r->have_peer_state;
+	char why[256];
 
+	/* refused or disconnected already: the connection is going away */
+	if (first && r->sm.conn != SM_CONN_CONNECTING)
+		return 0;
 	peer_my_uuid(r, &me);
-	v = uuid_decide(&me, &r->peer_uuid, &dec);
+	me.promoted = r->p.md->sb.promoted;
+	v = uuid_decide(&me, &r->peer_uuid, &detect);
+	dec = detect;
+	if (v == UUID_SPLIT_BRAIN) {
+		/* The policies count what both STATEs said, so that both
+		 * nodes compare the same numbers and name the same loser. */
+		sent = me;
+		sent.dirty_bits = r->state_dirty_bits;
+		policy = uuid_sb_policy(r->p.cfg->after_sb_0pri,
+					r->p.cfg->after_sb_1pri, &sent,
+					&r->peer_uuid);
+		v = uuid_sb_resolve(policy, &sent, &r->peer_uuid,
+				    r->sm.discard_my_data, r->peer_discard,
+				    &dec);
+	} else {
+		policy = CFG_SB_DISCONNECT;
+	}
 	if (r->sync_source || r->sync_target) {
-		/* the resync decides until it ends; only roles change */
+		/* the resync decides until it ends; only roles change, and
+		 * either side may pause it */
+		admin_resync_follow(r);
 		return 0;
 	}
 	log_info("%s: generations: %s (%s)", r->p.cfg->name,
 		 uuid_verdict_name(v), dec.why);
-	if (uuid_verdict_refuses(v)) {
+	if (first)
+		admin_note_handshake(r, &detect, &dec, policy);
+	if (!first && uuid_verdict_refuses(v)) {
 		log_err("%s: refusing the connection: %s: %s", r->p.cfg->name,
 			uuid_verdict_name(v), dec.why);
 		return v == UUID_SPLIT_BRAIN ? PROTO_DISC_SPLIT_BRAIN :
@@ -557,8 +738,13 @@ static unsigned int decide(struct repl *r)
 	q.verdict = v;
 	if (first) {
 		q.type = SM_EV_CONNECTED;
-		if (peer_sm_do(r, &q, NULL, 0))
+		if (peer_sm_do(r, &q, why, sizeof(why)))
 			return PROTO_DISC_CONFIG;
+		if (r->sm.conn != SM_CONN_CONNECTED) {
+			/* refused: StandAlone (docs/states.md, handshake) */
+			admin_refused(r, v, why);
+			return 0;
+		}
 		r->have_peer_state = true;
 	} else {
 		q.type = SM_EV_PEER_STATE;
@@ -597,6 +783,9 @@ static void on_peer_state(struct repl *r, const struct proto_msg *m)
 	for (unsigned int i = 0; i < PROTO_HISTORY && i < MD_HISTORY; i++)
 		r->peer_uuid.history[i] = s->history[i];
 	r->peer_uuid.dirty_bits = s->dirty_bits;
+	r->peer_uuid.promoted = s->promoted;
+	r->peer_discard = s->flags & PROTO_SF_DISCARD_MY_DATA;
+	r->peer_paused = s->flags & PROTO_SF_PAUSED_SYNC;
 	r->peer_uuid.flags = md_flags_of_state(s);
 	r->peer_uuid.primary = s->role == PROTO_ROLE_PRIMARY;
 	r->peer_uuid.diskless = s->disk == PROTO_DISK_DISKLESS;
@@ -642,6 +831,42 @@ static void adopt_generation(struct repl *r)
 	peer_send_state(r);
 }
 
+/* The peer's verify against us ended. Lock held. */
+static void verify_target_done(struct repl *r, const struct proto_msg *m)
+{
+	struct sm_req q = { .type = SM_EV_VERIFY_DONE };
+	struct resync_info ri = { 0 };
+
+	r->verify_target = false;
+	peer_sm_do(r, &q, NULL, 0);
+	ri.oos_bytes = m->rs_done.sectors << SECTOR_SHIFT;
+	ri.sent_bytes = m->rs_done.result ? 0 : r->p.data_bytes;
+	ov_record(r, &ri, false, !m->rs_done.result);
+	log_notice("%s: online verify by %s %s: %llu bytes out of sync",
+		   r->p.cfg->name, r->p.peer->name,
+		   m->rs_done.result ? "stopped" : "done",
+		   (unsigned long long)ri.oos_bytes);
+	event(r, "verify-done");
+}
+
+/* First OV_REQUEST: the peer verifies against us. Lock held. */
+static void verify_target_begin(struct repl *r)
+{
+	struct sm_req q = { .type = SM_EV_PEER_STATE,
+			    .peer_role = r->sm.peer_role,
+			    .peer_disk = r->sm.peer_disk,
+			    .peer_repl = SM_REPL_VERIFY_SOURCE };
+
+	if (r->verify_target || r->verifying)
+		return;
+	r->verify_target = true;
+	r->ov_started = time(NULL);
+	peer_sm_do(r, &q, NULL, 0);
+	log_notice("%s: %s started an online verify", r->p.cfg->name,
+		   r->p.peer->name);
+	event(r, "verify-started");
+}
+
 static void on_rs_done(struct repl *r, const struct proto_msg *m)
 {
 	pthread_mutex_lock(&r->lock);
@@ -650,6 +875,8 @@ static void on_rs_done(struct repl *r, const struct proto_msg *m)
 	else if (m->rs_done.kind == PROTO_RS_KIND_RESYNC &&
 		 !m->rs_done.sectors && !r->sync_source)
 		r->adopt_pending = true;
+	else if (m->rs_done.kind == PROTO_RS_KIND_VERIFY && r->verify_target)
+		verify_target_done(r, m);
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -734,6 +961,26 @@ void peer_frame(void *arg, const struct proto_msg *m,
 			resync_ack(r->rs, m);
 		pthread_mutex_unlock(&r->lock);
 		break;
+	case PROTO_RS_IN_SYNC:
+	case PROTO_RS_REQUEST:
+		pthread_mutex_lock(&r->lock);
+		if (r->rs && !r->verifying)
+			resync_reply(r->rs, m);
+		pthread_mutex_unlock(&r->lock);
+		break;
+	case PROTO_RS_CSUM:
+		repl_queue_work(r, m, NULL);
+		break;
+	case PROTO_OV_REQUEST:
+		pthread_mutex_lock(&r->lock);
+		verify_target_begin(r);
+		pthread_mutex_unlock(&r->lock);
+		repl_queue_work(r, m, NULL);
+		break;
+	case PROTO_OV_REPLY:
+		/* compared on the worker, after every DATA before it */
+		repl_queue_work(r, m, NULL);
+		break;
 	default:
 		log_warn("%s: unexpected %s from the peer", r->p.cfg->name,
 			 proto_type_name(m->type));
@@ -753,13 +1000,18 @@ int repl_role(struct repl *r, bool primary, bool force, char *why,
 			    .force = force };
 	struct uuid_info u;
 	enum sm_disk old_disk;
+	enum sm_role old_role;
 	int ret;
 
 	pthread_mutex_lock(&r->lock);
 	old_disk = r->sm.disk;
+	old_role = r->sm.role;
 	ret = peer_sm_do(r, &q, why, why_len);
 	if (ret)
 		goto out;
+	/* for discard-younger-primary; peer_save_uuid() persists it */
+	if (primary && old_role != SM_ROLE_PRIMARY)
+		r->p.md->sb.promoted = (uint64_t)time(NULL);
 	r->same_writer = false;
 	peer_my_uuid(r, &u);
 	if (primary && force && !u.current) {
@@ -850,11 +1102,134 @@ out:
 	return ret;
 }
 
+int repl_verify(struct repl *r, char *why, size_t why_len)
+{
+	struct sm_req q = { .type = SM_REQ_VERIFY };
+	struct resync_params rp = {
+		.name = r->p.cfg->name,
+		.conn = r->conn,
+		.meta = r->p.meta,
+		.repl = r,
+		.fd = r->wfd,
+		.mode = RESYNC_VERIFY,
+		.csum_alg = proto_digest_of(r->p.cfg->verify_alg),
+		.dev_sectors = r->p.data_bytes >> SECTOR_SHIFT,
+		.max_bps = r->p.cfg->resync_rate,
+		.min_bps = r->p.cfg->resync_min_rate,
+		.app_busy = app_busy,
+		.done = on_resync_done,
+		.arg = r,
+	};
+	struct sm_state before;
+	int ret;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->sm.repl == SM_REPL_ESTABLISHED && r->conn_up &&
+	    !(r->features & PROTO_F_VERIFY)) {
+		ret = util_why(-EOPNOTSUPP, why, why_len,
+			       "cannot verify: %s does not support online verify",
+			       r->p.peer->name);
+		goto out;
+	}
+	if (r->sm.repl == SM_REPL_ESTABLISHED && r->rs) {
+		ret = util_why(-EBUSY, why, why_len,
+			       "cannot verify: the last resync is still finishing");
+		goto out;
+	}
+	if (rp.csum_alg == PROTO_DIGEST_NONE) {
+		ret = util_why(-EINVAL, why, why_len,
+			       "cannot verify: verify-alg is none in the resource file");
+		goto out;
+	}
+	before = r->sm;
+	ret = peer_sm_do(r, &q, why, why_len);
+	if (ret)
+		goto out;
+	r->ov_started = time(NULL);
+	r->rs = resync_start(&rp);
+	if (!r->rs) {
+		ret = util_why(-errno, why, why_len,
+			       "cannot start the verify: %s", strerror(errno));
+		r->sm = before;
+		goto out;
+	}
+	r->verifying = true;
+	log_notice("%s: online verify against %s begins: %llu bytes, %s",
+		   r->p.cfg->name, r->p.peer->name,
+		   (unsigned long long)r->p.data_bytes,
+		   proto_digest_name(rp.csum_alg));
+	event(r, "verify-started");
+out:
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+/* The "verify" object: the running one, or the last one, or null. */
+static void verify_status(struct repl *r, json_t *o)
+{
+	struct resync_info ri = { 0 };
+	json_t *j;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->verifying && r->rs) {
+		uint64_t el = (uint64_t)(time(NULL) - r->ov_started);
+		uint64_t left;
+
+		resync_get_info(r->rs, &ri);
+		left = r->p.data_bytes - (ri.position << SECTOR_SHIFT);
+		j = json_object();
+		json_object_set_new(j, "running", json_true());
+		json_object_set_new(j, "role", json_string("source"));
+		json_object_set_new(j, "total_bytes",
+				    json_integer((json_int_t)r->p.data_bytes));
+		json_object_set_new(j, "done_bytes",
+				    json_integer((json_int_t)ri.sent_bytes));
+		json_object_set_new(j, "oos_bytes",
+				    json_integer((json_int_t)ri.oos_bytes));
+		json_object_set_new(j, "oos_blocks",
+				    json_integer((json_int_t)ri.oos_blocks));
+		ri.rate_bps = ri.rate_bps ? ri.rate_bps :
+			      el ? ri.sent_bytes / el : 0;
+		json_object_set_new(j, "rate_bps",
+				    json_integer((json_int_t)ri.rate_bps));
+		json_object_set_new(j, "eta_s",
+				    ri.rate_bps ? json_integer((json_int_t)(
+							  left / ri.rate_bps)) :
+						  json_null());
+	} else if (r->verify_target) {
+		j = json_object();
+		json_object_set_new(j, "running", json_true());
+		json_object_set_new(j, "role", json_string("target"));
+	} else if (r->ov_last.ended) {
+		j = json_object();
+		json_object_set_new(j, "running", json_false());
+		json_object_set_new(j, "role", json_string(r->ov_last.source ?
+								   "source" :
+								   "target"));
+		json_object_set_new(j, "complete",
+				    json_boolean(r->ov_last.complete));
+		json_object_set_new(j, "done_bytes",
+				    json_integer((json_int_t)r->ov_last.compared_bytes));
+		json_object_set_new(j, "oos_bytes",
+				    json_integer((json_int_t)r->ov_last.oos_bytes));
+		json_object_set_new(j, "oos_blocks",
+				    json_integer((json_int_t)r->ov_last.oos_blocks));
+		json_object_set_new(j, "ended",
+				    json_integer((json_int_t)r->ov_last.ended));
+		json_object_set_new(j, "seconds",
+				    json_integer(r->ov_last.seconds));
+	} else {
+		j = json_null();
+	}
+	pthread_mutex_unlock(&r->lock);
+	json_object_set_new(o, "verify", j);
+}
+
 /* The "resync" object: null when none runs. */
 static void resync_status(struct repl *r, json_t *o)
 {
 	struct resync_info ri = { 0 };
-	uint64_t left, done, rate, elapsed;
+	uint64_t left, done, same, rate, elapsed;
 	struct bm *bm;
 	json_t *j;
 
@@ -870,6 +1245,7 @@ static void resync_status(struct repl *r, json_t *o)
 	if (r->rs)
 		resync_get_info(r->rs, &ri);
 	done = r->sync_source ? ri.sent_bytes : r->rs_target_bytes;
+	same = r->sync_source ? ri.same_bytes : r->rs_target_same;
 	elapsed = (uint64_t)(time(NULL) - r->rs_started);
 	rate = ri.rate_bps ? ri.rate_bps : elapsed ? done / elapsed : 0;
 	j = json_object();
@@ -878,6 +1254,7 @@ static void resync_status(struct repl *r, json_t *o)
 	json_object_set_new(j, "total_bytes", json_integer((json_int_t)r->rs_total));
 	json_object_set_new(j, "left_bytes", json_integer((json_int_t)left));
 	json_object_set_new(j, "done_bytes", json_integer((json_int_t)done));
+	json_object_set_new(j, "same_bytes", json_integer((json_int_t)same));
 	json_object_set_new(j, "rate_bps", json_integer((json_int_t)rate));
 	json_object_set_new(j, "limit_bps",
 			    json_integer((json_int_t)ri.limit_bps));
@@ -928,6 +1305,10 @@ void repl_status(struct repl *r, json_t *o)
 			    json_integer((json_int_t)r->apply_errors));
 	json_object_set_new(j, "resyncs_done",
 			    json_integer((json_int_t)r->resyncs_done));
+	json_object_set_new(j, "resync_bytes",
+			    json_integer((json_int_t)r->rs_bytes_total));
+	json_object_set_new(j, "resync_same_bytes",
+			    json_integer((json_int_t)r->rs_same_total));
 	json_object_set_new(j, "range_waits",
 			    json_integer((json_int_t)r->ival_waits));
 	pthread_mutex_unlock(&r->lock);
@@ -937,6 +1318,13 @@ void repl_status(struct repl *r, json_t *o)
 	json_object_set_new(j, "connects", json_integer((json_int_t)ci.connects));
 	json_object_set_new(j, "losses", json_integer((json_int_t)ci.losses));
 	json_object_set_new(j, "rtt_us", json_integer(ci.rtt_us));
+	json_object_set_new(j, "transport",
+			    json_string(r->p.cfg->transport == CFG_XPORT_RDMA ?
+						"rdma" : "tcp"));
+	json_object_set_new(j, "wire_msgs_sent",
+			    json_integer((json_int_t)ci.msgs_sent));
+	json_object_set_new(j, "wire_msgs_recv",
+			    json_integer((json_int_t)ci.msgs_recv));
 	json_object_set_new(j, "wire_bytes_sent",
 			    json_integer((json_int_t)ci.bytes_sent));
 	json_object_set_new(j, "wire_bytes_recv",
@@ -945,4 +1333,5 @@ void repl_status(struct repl *r, json_t *o)
 			    json_integer((json_int_t)ci.sendq_bytes));
 	json_object_set_new(o, "replication_stats", j);
 	resync_status(r, o);
+	verify_status(r, o);
 }

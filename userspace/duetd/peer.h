@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * peer_ — the connection half of repl_ (internal: only repl.c and peer.c
- * include this header). repl.c holds the data path: the primary's sends
- * and acks (slots, epochs), the ranges in flight, the apply worker and the
+ * peer_ — the connection half of repl_ (internal: only repl.c, peer.c and
+ * admin.c include this header). repl.c holds the data path: the primary's
+ * sends and acks (slots, epochs), the ranges in flight, the apply worker and the
  * life cycle. peer.c holds what the connection decides: the conn_
  * callbacks, the STATE exchange and generation decision, the bitmap
  * exchange and the resync's start and end, roles, new-current-uuid and
@@ -60,6 +60,7 @@ struct work {
 	struct resync *rs;	/* W_RS_*: join and free it */
 	int err;		/* W_RS_FINISHED */
 	uint64_t bytes;		/* W_RS_FINISHED */
+	struct resync_info info;	/* W_RS_FINISHED: its last figures */
 	uint64_t conn_gen;	/* W_FRAME: the connection it came on */
 	struct proto_msg m;
 	struct xport_buf *buf;
@@ -122,10 +123,45 @@ struct repl {
 				 * STATE's generation */
 	uint64_t rs_total;	/* bytes out of sync when it began */
 	uint64_t rs_target_bytes; /* target: bytes written */
+	uint64_t rs_target_same;  /* target: of those, found identical */
 	uint64_t rs_since_sync;	/* target: since the bitmap was persisted */
 	time_t rs_last_sync;	/* target: CLOCK_MONOTONIC s of that */
 	time_t rs_started;
 	uint64_t resyncs_done;
+	/* completed resync blocks since start, either side; of those, found
+	 * identical by checksum (no data sent) */
+	uint64_t rs_bytes_total, rs_same_total;
+	uint64_t features;	/* negotiated with the peer (PROTO_F_*) */
+
+	/* online verify: r->rs runs it when verifying (source) */
+	bool verifying;		/* source: r->rs is a verify */
+	bool verify_target;	/* the peer verifies against us */
+	time_t ov_started;
+	/* the last one that ended, for status */
+	struct {
+		time_t ended;
+		bool complete;	/* walked the whole device */
+		bool source;
+		uint64_t compared_bytes, oos_bytes, oos_blocks;
+		int64_t seconds;
+	} ov_last;
+	void *scratch;		/* apply worker: PROTO_DATA_MAX, lazily */
+
+	/* administration and split brain (admin.c) */
+	bool peer_discard;	/* the peer's STATE: connect --discard-my-data */
+	bool peer_paused;	/* the peer's STATE: the resync is paused */
+	uint64_t state_dirty_bits; /* in the last STATE we sent */
+	uint64_t event_seq;	/* events sent */
+	struct {		/* the last handshake's verdict, for status */
+		bool valid;
+		bool split_brain;
+		bool resolved;
+		int rule;
+		char verdict[32];
+		char policy[32];
+		char why[256];
+		time_t at;
+	} last_hs;
 
 	/* figures */
 	uint64_t sent_writes, sent_bytes, acked, peer_failed, not_sent;
@@ -144,6 +180,14 @@ int peer_sm_do(struct repl *r, const struct sm_req *q, char *why, size_t len);
 void peer_my_uuid(struct repl *r, struct uuid_info *u);
 int peer_save_uuid(struct repl *r, const struct uuid_info *u);
 void peer_send_state(struct repl *r);
+/* Lock held: one line on the events stream; @reason may be NULL, @extra
+ * (may be NULL) is merged in and released. */
+void peer_event(struct repl *r, const char *what, const char *reason,
+		json_t *extra);
+/* Lock held: start a resync as the verdict says (both sides do). */
+void peer_begin_sync(struct repl *r, enum uuid_verdict v);
+/* Lock held: the source's resync thread, if due and not paused. */
+void peer_start_source(struct repl *r);
 /* Worker: the source's resync ended (W_RS_FINISHED). */
 void peer_finish_source(struct repl *r, struct work *w);
 

@@ -474,15 +474,15 @@ static void send_barrier_ack(struct repl *r, const struct proto_msg *m)
  * epoch N is done before any of N+1 starts, and overlapping writes land in
  * the primary's order.
  */
+static void rs_block_clean(struct repl *r, uint64_t sector, uint32_t len,
+			   bool same);
+
 /* Target: one resync block, written durably, then its bits cleared. */
 static void apply_rs_data(struct repl *r, const struct proto_msg *m,
 			  const void *payload)
 {
 	const struct proto_block *b = &m->block;
 	struct proto_msg d = { .type = PROTO_DATA };
-	uint64_t nr = b->length >> SECTOR_SHIFT;
-	struct timespec now;
-	struct bm *bm;
 	int ret;
 
 	d.data.sector = b->sector;
@@ -492,20 +492,60 @@ static void apply_rs_data(struct repl *r, const struct proto_msg *m,
 	d.data.digest_alg = b->digest_alg;
 	memcpy(d.data.digest, b->digest, sizeof(d.data.digest));
 	ret = b->result ? -(int)b->result : apply_data(r, &d, payload);
-	if (!ret) {
-		bm = meta_lock_bm(r->p.meta);
-		bm_clear_range(bm, b->sector, nr);
-		meta_unlock_bm(r->p.meta);
-	} else {
+	if (!ret)
+		rs_block_clean(r, b->sector, b->length, false);
+	else
 		log_warn("%s: resync block at %llu+%u failed: %s",
 			 r->p.cfg->name, (unsigned long long)b->sector,
 			 b->length, strerror(-ret));
+	send_ack(r, PROTO_RS_ACK, m->id, b->sector, b->length, ret);
+}
+
+/* Read [sector, +len) of our disk into the worker's scratch buffer and
+ * digest it. 0 or -errno. Worker. */
+static int digest_block(struct repl *r, uint64_t sector, uint32_t len,
+			uint8_t alg, uint8_t *dg)
+{
+	size_t done = 0;
+
+	if (!r->scratch) {
+		r->scratch = aligned_alloc(4096, PROTO_DATA_MAX);
+		if (!r->scratch)
+			return -ENOMEM;
 	}
+	while (done < len) {
+		ssize_t n = pread(r->wfd, (char *)r->scratch + done, len - done,
+				  (off_t)(sector << SECTOR_SHIFT) + (off_t)done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	return proto_digest(alg, r->scratch, len, dg);
+}
+
+/* The target's bits of a block it now holds: cleared, and persisted as
+ * the source does (every RESYNC_SYNC_BYTES or second). Worker. */
+static void rs_block_clean(struct repl *r, uint64_t sector, uint32_t len,
+			   bool same)
+{
+	struct timespec now;
+	struct bm *bm;
+
+	bm = meta_lock_bm(r->p.meta);
+	bm_clear_range(bm, sector, len >> SECTOR_SHIFT);
+	meta_unlock_bm(r->p.meta);
 	pthread_mutex_lock(&r->lock);
-	r->rs_target_bytes += b->length;
-	r->rs_since_sync += b->length;
+	r->rs_target_bytes += len;
+	r->rs_bytes_total += len;
+	if (same) {
+		r->rs_target_same += len;
+		r->rs_same_total += len;
+	}
+	r->rs_since_sync += len;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	/* as the source does: every RESYNC_SYNC_BYTES or second */
 	if (r->rs_since_sync >= RESYNC_SYNC_BYTES ||
 	    now.tv_sec != r->rs_last_sync) {
 		r->rs_since_sync = 0;
@@ -513,7 +553,87 @@ static void apply_rs_data(struct repl *r, const struct proto_msg *m,
 		meta_sync_bm(r->p.meta);
 	}
 	pthread_mutex_unlock(&r->lock);
-	send_ack(r, PROTO_RS_ACK, m->id, b->sector, b->length, ret);
+}
+
+/*
+ * Target: RS_CSUM. Our block, digested the same way, is compared with the
+ * source's: equal, the bits go and RS_IN_SYNC says so; otherwise (or if
+ * ours cannot be read) RS_REQUEST asks for the data. In stream order, so
+ * every DATA before it is on our disk.
+ */
+static void apply_rs_csum(struct repl *r, const struct proto_msg *m)
+{
+	const struct proto_block *b = &m->block;
+	uint8_t dg[PROTO_DIGEST_MAX];
+	int ret;
+
+	ret = digest_block(r, b->sector, b->length, b->digest_alg, dg);
+	if (ret)
+		log_warn("%s: checksum resync: reading sector %llu+%u: %s",
+			 r->p.cfg->name, (unsigned long long)b->sector,
+			 b->length, strerror(-ret));
+	if (!ret && !memcmp(dg, b->digest, sizeof(dg))) {
+		rs_block_clean(r, b->sector, b->length, true);
+		send_ack(r, PROTO_RS_IN_SYNC, m->id, b->sector, b->length, 0);
+	} else {
+		send_ack(r, PROTO_RS_REQUEST, m->id, b->sector, b->length, 0);
+	}
+}
+
+/*
+ * OV_REQUEST: the digest of our block. A Primary takes the block's range
+ * first, so that no application write is half-way between its disk and
+ * the wire while it reads (the comparison on the peer happens after every
+ * DATA sent before this answer).
+ */
+static void apply_ov_request(struct repl *r, const struct proto_msg *m)
+{
+	struct proto_msg a = { .type = PROTO_OV_REPLY, .id = m->id };
+	const struct proto_block *b = &m->block;
+	bool no_stop = false;
+	uint32_t range = 0;
+	bool ranged;
+	int ret;
+
+	ranged = !repl_range_take_wait(r, b->sector, b->length >> SECTOR_SHIFT,
+				       &range, &no_stop);
+	ret = digest_block(r, b->sector, b->length, b->digest_alg,
+			   a.block.digest);
+	if (ranged)
+		repl_range_put(r, range);
+	a.block.sector = b->sector;
+	a.block.length = b->length;
+	a.block.digest_alg = b->digest_alg;
+	if (ret) {
+		log_warn("%s: verify: reading sector %llu+%u: %s",
+			 r->p.cfg->name, (unsigned long long)b->sector,
+			 b->length, strerror(-ret));
+		a.block.result = (uint32_t)-ret > PROTO_ERRNO_MAX ?
+					 EIO :
+					 (uint32_t)-ret;
+		memset(a.block.digest, 0, sizeof(a.block.digest));
+	}
+	if (r->stale)
+		return;
+	ret = conn_send(r->conn, &a, NULL, NULL, NULL, -1);
+	if (ret && ret != -ENOTCONN)
+		log_warn("%s: sending OV_REPLY: %s", r->p.cfg->name,
+			 strerror(-ret));
+}
+
+/* Source: the peer's digest of a verify block. */
+static void apply_ov_reply(struct repl *r, const struct proto_msg *m)
+{
+	struct resync *rs;
+
+	if (r->stale)
+		return;
+	pthread_mutex_lock(&r->lock);
+	/* only this worker frees a resync (W_RS_*), so it stays valid */
+	rs = r->verifying ? r->rs : NULL;
+	pthread_mutex_unlock(&r->lock);
+	if (rs)
+		resync_verify_reply(rs, m, r->wfd);
 }
 
 static void apply(struct repl *r, struct work *w)
@@ -522,6 +642,7 @@ static void apply(struct repl *r, struct work *w)
 	int ret = 0;
 
 	if (w->kind == W_RS_FINISHED || w->kind == W_RS_REAP) {
+		resync_get_info(w->rs, &w->info);
 		resync_free(w->rs);
 		if (w->kind == W_RS_FINISHED)
 			peer_finish_source(r, w);
@@ -539,9 +660,21 @@ static void apply(struct repl *r, struct work *w)
 		r->worker_gen = w->conn_gen;
 		r->rx_epoch_writes = 0;
 	}
-	if (m->type == PROTO_RS_DATA) {
+	switch (m->type) {
+	case PROTO_RS_DATA:
 		apply_rs_data(r, m, w->buf ? w->buf->data : NULL);
 		return;
+	case PROTO_RS_CSUM:
+		apply_rs_csum(r, m);
+		return;
+	case PROTO_OV_REQUEST:
+		apply_ov_request(r, m);
+		return;
+	case PROTO_OV_REPLY:
+		apply_ov_reply(r, m);
+		return;
+	default:
+		break;
 	}
 	/* protocol B: "received" once it is ours to apply, in order */
 	if (m->type == PROTO_DATA && r->proto == 'B')
@@ -726,7 +859,8 @@ struct repl *repl_create(const struct repl_params *p)
 	co.res = p->cfg;
 	co.self = p->self;
 	co.data_bytes = p->data_bytes;
-	co.features = PROTO_F_DISCARD | PROTO_F_WRITE_ZEROES;
+	co.features = PROTO_F_DISCARD | PROTO_F_WRITE_ZEROES |
+		      PROTO_F_CSUM_RESYNC | PROTO_F_VERIFY;
 	co.first_dial_ms = 200;
 	r->conn = conn_create(&co, &cbs, r);
 	if (!r->conn) {
@@ -810,5 +944,6 @@ void repl_destroy(struct repl *r)
 	pthread_mutex_destroy(&r->ival_lock);
 	ival_free(r->ival);
 	free(r->slots);
+	free(r->scratch);
 	free(r);
 }

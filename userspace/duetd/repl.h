@@ -137,6 +137,13 @@ int repl_role(struct repl *r, bool primary, bool force, char *why,
  */
 int repl_new_current_uuid(struct repl *r, bool clear_bitmap, char *why,
 			  size_t why_len);
+/*
+ * duetctl verify: compare the whole device with the peer's by digests
+ * (verify-alg), marking differences out of sync. Returns once it started:
+ * 0, or -errno with @why (not connected, a resync running, a disk not
+ * UpToDate, the peer too old).
+ */
+int repl_verify(struct repl *r, char *why, size_t why_len);
 
 /* Add "role", "peer_role", "connection", "disk", ... to @o. */
 void repl_status(struct repl *r, json_t *o);

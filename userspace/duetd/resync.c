@@ -65,6 +65,14 @@ uint64_t rs_rate_delay(struct rs_rate *r, uint64_t now_ns, uint32_t bytes,
 
 /* ---- the source ---- */
 
+/* Where a block is between taking its range and settling. */
+enum rs_phase {
+	PH_DATA = 0,	/* RS_DATA sent (or going out): RS_ACK next */
+	PH_CSUM,	/* RS_CSUM sent: RS_IN_SYNC or RS_REQUEST next */
+	PH_WANT_DATA,	/* RS_REQUEST came: the resync thread sends RS_DATA */
+	PH_VERIFY,	/* OV_REQUEST sent: OV_REPLY next */
+};
+
 struct rs_block {
 	struct resync *rs;
 	uint64_t sector;
@@ -72,9 +80,12 @@ struct rs_block {
 	uint32_t range;		/* repl range handle */
 	uint32_t gen;
 	void *buf;
+	uint8_t phase;		/* enum rs_phase */
 	bool used;
 	bool handed;		/* send completion came */
-	bool acked;		/* RS_ACK came */
+	bool acked;		/* RS_ACK (RS_IN_SYNC, OV_REPLY) came */
+	bool same;		/* RS_IN_SYNC: nothing was sent */
+	bool differs;		/* verify: the peer's block is not ours */
 	int result;		/* from RS_ACK or the send */
 };
 
@@ -90,6 +101,8 @@ struct resync {
 	struct rs_block blk[RESYNC_INFLIGHT];
 	unsigned int in_flight;
 	uint64_t sent_bytes;
+	uint64_t same_bytes, oos_bytes, oos_blocks;
+	uint64_t position;	/* verify: where the walk is */
 	uint64_t since_sync;
 	uint64_t last_sync_ns;
 	uint64_t limit_bps;
@@ -105,6 +118,8 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
 }
 
+static int read_block(int fd, void *buf, size_t len, off_t off);
+
 /* Both halves of a block are in: settle it. Lock held. */
 static void block_settle(struct resync *rs, struct rs_block *b)
 {
@@ -113,10 +128,20 @@ static void block_settle(struct resync *rs, struct rs_block *b)
 
 	if (!b->handed || !b->acked)
 		return;
-	if (!b->result) {
+	if (!b->result && rs->p.mode == RESYNC_VERIFY) {
+		/* verify never clears bits; a difference set them already */
+		rs->sent_bytes += b->nr << SECTOR_SHIFT;
+		rs->win_bytes += b->nr << SECTOR_SHIFT;
+		if (b->differs) {
+			rs->oos_bytes += b->nr << SECTOR_SHIFT;
+			rs->oos_blocks++;
+		}
+	} else if (!b->result) {
 		bm = meta_lock_bm(rs->p.meta);
 		bm_clear_range(bm, b->sector, b->nr);
 		meta_unlock_bm(rs->p.meta);
+		if (b->same)
+			rs->same_bytes += b->nr << SECTOR_SHIFT;
 		rs->sent_bytes += b->nr << SECTOR_SHIFT;
 		rs->since_sync += b->nr << SECTOR_SHIFT;
 		rs->win_bytes += b->nr << SECTOR_SHIFT;
@@ -167,13 +192,101 @@ void resync_ack(struct resync *rs, const struct proto_msg *m)
 	pthread_mutex_lock(&rs->lock);
 	if (i < RESYNC_INFLIGHT) {
 		b = &rs->blk[i];
-		if (b->used && !b->acked && b->gen == (uint32_t)(m->id >> 32) &&
+		if (b->used && !b->acked && b->phase == PH_DATA &&
+		    b->gen == (uint32_t)(m->id >> 32) &&
 		    b->sector == m->range.sector &&
 		    (b->nr << SECTOR_SHIFT) == m->range.length) {
 			b->acked = true;
 			b->result = m->range.result ? -(int)m->range.result : 0;
 			block_settle(rs, b);
 		}
+	}
+	pthread_mutex_unlock(&rs->lock);
+}
+
+/* The block an answer names, if it is one in @phase; lock held. */
+static struct rs_block *answered(struct resync *rs, uint64_t id,
+				 uint64_t sector, uint32_t length,
+				 uint8_t phase)
+{
+	uint32_t i = (uint32_t)id;
+	struct rs_block *b;
+
+	if (i >= RESYNC_INFLIGHT)
+		return NULL;
+	b = &rs->blk[i];
+	if (!b->used || b->acked || b->phase != phase ||
+	    b->gen != (uint32_t)(id >> 32) || b->sector != sector ||
+	    (b->nr << SECTOR_SHIFT) != length)
+		return NULL;
+	return b;
+}
+
+void resync_reply(struct resync *rs, const struct proto_msg *m)
+{
+	struct rs_block *b;
+
+	pthread_mutex_lock(&rs->lock);
+	b = answered(rs, m->id, m->range.sector, m->range.length, PH_CSUM);
+	if (b && m->type == PROTO_RS_IN_SYNC) {
+		b->same = true;
+		b->acked = true;
+		b->result = 0;
+		block_settle(rs, b);
+	} else if (b && m->type == PROTO_RS_REQUEST) {
+		/* the target's block differs: the data goes from the
+		 * buffer read for the digest (the range is still held) */
+		b->phase = PH_WANT_DATA;
+		pthread_cond_broadcast(&rs->cond);
+	}
+	pthread_mutex_unlock(&rs->lock);
+}
+
+void resync_verify_reply(struct resync *rs, const struct proto_msg *m,
+			 int fd)
+{
+	uint8_t dg[PROTO_DIGEST_MAX];
+	struct rs_block *b;
+	size_t len;
+	bool differs;
+	int ret;
+
+	pthread_mutex_lock(&rs->lock);
+	b = answered(rs, m->id, m->block.sector, m->block.length, PH_VERIFY);
+	pthread_mutex_unlock(&rs->lock);
+	if (!b)
+		return;
+	/*
+	 * The block stays ours until it settles, and its range is held, so
+	 * no application write changes it under us; on a Secondary the
+	 * peer's writes are applied by this same thread, in stream order.
+	 */
+	len = b->nr << SECTOR_SHIFT;
+	ret = read_block(fd, b->buf, len, (off_t)(b->sector << SECTOR_SHIFT));
+	if (!ret)
+		ret = proto_digest(m->block.digest_alg, b->buf, len, dg);
+	if (ret)
+		log_err("%s: verify: reading sector %llu+%llu here: %s",
+			rs->p.name, (unsigned long long)b->sector,
+			(unsigned long long)b->nr, strerror(-ret));
+	else if (m->block.result)
+		log_err("%s: verify: the peer could not read sector %llu+%llu: %s",
+			rs->p.name, (unsigned long long)b->sector,
+			(unsigned long long)b->nr, strerror((int)m->block.result));
+	differs = ret || m->block.result ||
+		  memcmp(dg, m->block.digest, sizeof(dg));
+	if (differs) {
+		log_warn("%s: verify: sector %llu+%llu differs from the peer's",
+			 rs->p.name, (unsigned long long)b->sector,
+			 (unsigned long long)b->nr);
+		meta_mark_peer(rs->p.meta, b->sector, b->nr);
+	}
+	pthread_mutex_lock(&rs->lock);
+	if (b->used && !b->acked && b->phase == PH_VERIFY) {
+		b->differs = differs;
+		b->acked = true;
+		b->result = 0;
+		block_settle(rs, b);
 	}
 	pthread_mutex_unlock(&rs->lock);
 }
@@ -239,15 +352,71 @@ static bool pace(struct resync *rs, struct rs_rate *rate, uint32_t bytes)
 	}
 }
 
+/* RS_DATA of block @b, from its buffer. Lock held; dropped around the
+ * send. */
+static int send_data(struct resync *rs, struct rs_block *b, uint64_t id)
+{
+	struct proto_msg m = { .type = PROTO_RS_DATA, .id = id };
+	size_t len = b->nr << SECTOR_SHIFT;
+	int ret;
+
+	b->phase = PH_DATA;
+	b->handed = false;
+	m.block.sector = b->sector;
+	m.block.length = (uint32_t)len;
+	m.block.digest_alg = rs->p.digest_alg;
+	if (rs->p.digest_alg != PROTO_DIGEST_NONE &&
+	    proto_digest(rs->p.digest_alg, b->buf, len, m.block.digest))
+		m.block.digest_alg = PROTO_DIGEST_NONE;
+	pthread_mutex_unlock(&rs->lock);
+	ret = conn_send(rs->p.conn, &m, b->buf, on_sent, b, -1);
+	pthread_mutex_lock(&rs->lock);
+	if (ret) {
+		/* never sent: no callback will come */
+		b->handed = b->acked = true;
+		b->result = -ECONNRESET;
+		block_settle(rs, b);
+	}
+	return ret;
+}
+
+/* RS_CSUM or OV_REQUEST of block @b: no payload, so the block counts as
+ * handed over at once. Lock held; dropped around the send. */
+static int send_question(struct resync *rs, struct rs_block *b, uint64_t id)
+{
+	struct proto_msg m = { .id = id };
+	size_t len = b->nr << SECTOR_SHIFT;
+	int ret = 0;
+
+	m.type = b->phase == PH_CSUM ? PROTO_RS_CSUM : PROTO_OV_REQUEST;
+	m.block.sector = b->sector;
+	m.block.length = (uint32_t)len;
+	m.block.digest_alg = rs->p.csum_alg;
+	b->handed = true;
+	pthread_mutex_unlock(&rs->lock);
+	if (b->phase == PH_CSUM)
+		ret = proto_digest(rs->p.csum_alg, b->buf, len, m.block.digest);
+	if (!ret)
+		ret = conn_send(rs->p.conn, &m, NULL, NULL, NULL, -1);
+	pthread_mutex_lock(&rs->lock);
+	if (ret && !b->acked) {
+		b->acked = true;
+		b->result = -ECONNRESET;
+		block_settle(rs, b);
+	}
+	return ret;
+}
+
 /* Send one block [sector, sector + nr) from slot @i. Lock held; dropped
  * around the I/O. Returns 0 or -errno (the block was given up). */
 static int send_block(struct resync *rs, unsigned int i, uint64_t sector,
 		      uint64_t nr)
 {
 	struct rs_block *b = &rs->blk[i];
-	struct proto_msg m = { .type = PROTO_RS_DATA };
+	bool verify = rs->p.mode == RESYNC_VERIFY;
 	size_t len = nr << SECTOR_SHIFT;
 	uint32_t range;
+	uint64_t id;
 	int ret;
 
 	pthread_mutex_unlock(&rs->lock);
@@ -256,7 +425,9 @@ static int send_block(struct resync *rs, unsigned int i, uint64_t sector,
 		pthread_mutex_lock(&rs->lock);
 		return ret;
 	}
-	ret = read_block(rs->p.fd, b->buf, len, (off_t)(sector << SECTOR_SHIFT));
+	/* verify reads its block when the answer is in (stream order) */
+	ret = verify ? 0 : read_block(rs->p.fd, b->buf, len,
+				      (off_t)(sector << SECTOR_SHIFT));
 	if (ret) {
 		log_err("%s: resync: reading sector %llu+%llu: %s", rs->p.name,
 			(unsigned long long)sector, (unsigned long long)nr,
@@ -272,26 +443,48 @@ static int send_block(struct resync *rs, unsigned int i, uint64_t sector,
 	b->gen++;
 	b->used = true;
 	b->handed = b->acked = false;
+	b->same = b->differs = false;
 	b->result = 0;
+	b->phase = verify ? PH_VERIFY :
+		   rs->p.mode == RESYNC_CSUM ? PH_CSUM : PH_DATA;
 	rs->in_flight++;
-	m.id = ((uint64_t)b->gen << 32) | i;
-	m.block.sector = sector;
-	m.block.length = (uint32_t)len;
-	m.block.result = 0;
-	m.block.digest_alg = rs->p.digest_alg;
-	if (rs->p.digest_alg != PROTO_DIGEST_NONE &&
-	    proto_digest(rs->p.digest_alg, b->buf, len, m.block.digest))
-		m.block.digest_alg = PROTO_DIGEST_NONE;
-	pthread_mutex_unlock(&rs->lock);
-	ret = conn_send(rs->p.conn, &m, b->buf, on_sent, b, -1);
-	pthread_mutex_lock(&rs->lock);
-	if (ret) {
-		/* never sent: no callback will come */
-		b->handed = b->acked = true;
-		b->result = -ECONNRESET;
-		block_settle(rs, b);
+	id = ((uint64_t)b->gen << 32) | i;
+	if (b->phase == PH_DATA)
+		return send_data(rs, b, id);
+	return send_question(rs, b, id);
+}
+
+/* RS_DATA for blocks whose RS_CSUM the target answered with RS_REQUEST.
+ * Lock held. */
+static int send_wanted(struct resync *rs)
+{
+	for (unsigned int i = 0; i < RESYNC_INFLIGHT; i++) {
+		struct rs_block *b = &rs->blk[i];
+		int ret;
+
+		if (!b->used || b->acked || b->phase != PH_WANT_DATA)
+			continue;
+		ret = send_data(rs, b, ((uint64_t)b->gen << 32) | i);
+		if (ret)
+			return ret;
 	}
-	return ret;
+	return 0;
+}
+
+/* The next block to verify: [*start, *start + *nr); -ENOENT at the end. */
+static int next_verify(struct resync *rs, uint64_t *start, uint64_t *nr)
+{
+	uint64_t left;
+
+	if (rs->position >= rs->p.dev_sectors)
+		return -ENOENT;
+	left = rs->p.dev_sectors - rs->position;
+	*start = rs->position;
+	*nr = left < RESYNC_VERIFY_BLOCK >> SECTOR_SHIFT ?
+		      left :
+		      RESYNC_VERIFY_BLOCK >> SECTOR_SHIFT;
+	rs->position += *nr;
+	return 0;
 }
 
 static void *resync_main(void *arg)
@@ -309,10 +502,30 @@ static void *resync_main(void *arg)
 	while (!rs->stop && !rs->error) {
 		unsigned int i;
 
+		ret = send_wanted(rs);
+		if (ret) {
+			if (!rs->error)
+				rs->error = -ECONNRESET;
+			break;
+		}
 		for (i = 0; i < RESYNC_INFLIGHT && rs->blk[i].used; i++)
 			;
 		if (i == RESYNC_INFLIGHT) {
 			pthread_cond_wait(&rs->cond, &rs->lock);
+			continue;
+		}
+		if (rs->p.mode == RESYNC_VERIFY) {
+			if (next_verify(rs, &start, &nr)) {
+				if (!rs->in_flight)
+					break;	/* all compared */
+				pthread_cond_wait(&rs->cond, &rs->lock);
+				continue;
+			}
+			if (!pace(rs, &rate, (uint32_t)(nr << SECTOR_SHIFT)))
+				break;
+			ret = send_block(rs, i, start, nr);
+			if (ret && ret != -ECANCELED && !rs->error)
+				rs->error = -ECONNRESET;
 			continue;
 		}
 		bm = meta_lock_bm(rs->p.meta);
@@ -321,7 +534,8 @@ static void *resync_main(void *arg)
 		if (ret) {
 			if (rs->in_flight) {
 				/* bits of blocks in flight are still set:
-				 * look again once they are settled */
+				 * look again once they are settled (or one
+				 * wants its data sent) */
 				pthread_cond_wait(&rs->cond, &rs->lock);
 				cursor = 0;
 				continue;
@@ -366,8 +580,12 @@ static void *resync_main(void *arg)
 			rs->error = ret == -EIO ? -EIO : -ECONNRESET;
 	}
 	/* wait for what is in flight: acks, or the connection's end */
-	while (rs->in_flight && !rs->stop)
-		pthread_cond_wait(&rs->cond, &rs->lock);
+	while (rs->in_flight && !rs->stop) {
+		if (send_wanted(rs) && !rs->error)
+			rs->error = -ECONNRESET;
+		if (rs->in_flight && !rs->stop)
+			pthread_cond_wait(&rs->cond, &rs->lock);
+	}
 	err = rs->error;
 	if (!rs->stop) {
 		pthread_mutex_unlock(&rs->lock);
@@ -435,6 +653,10 @@ void resync_get_info(struct resync *rs, struct resync_info *out)
 {
 	pthread_mutex_lock(&rs->lock);
 	out->sent_bytes = rs->sent_bytes;
+	out->same_bytes = rs->same_bytes;
+	out->oos_bytes = rs->oos_bytes;
+	out->oos_blocks = rs->oos_blocks;
+	out->position = rs->position;
 	out->rate_bps = rs->rate_bps;
 	out->limit_bps = rs->limit_bps;
 	out->running = !rs->stop && !rs->error;

@@ -22,6 +22,20 @@
  * Changed bitmap pages are written every RESYNC_SYNC_BYTES or second
  * (meta_sync_bm), so an interrupted resync resumes near where it stopped.
  *
+ * Two variants run on the same machinery (docs/protocol.md):
+ *  - checksum-based resync (RESYNC_CSUM): the block is read and digested
+ *    and only RS_CSUM goes out; the target compares with its own block and
+ *    answers RS_IN_SYNC (equal: both clear the bits, nothing is sent) or
+ *    RS_REQUEST (then RS_DATA follows from the buffer already read, the
+ *    range still held);
+ *  - online verify (RESYNC_VERIFY): the whole device is walked in blocks of
+ *    RESYNC_VERIFY_BLOCK; for each, the range is taken and OV_REQUEST goes
+ *    out; the peer answers OV_REPLY with the digest of its block, and
+ *    resync_verify_reply() (on the apply worker, so in stream order after
+ *    every DATA before it) reads our block and compares. A difference, or a
+ *    failed read on either side, sets the block's bits; verify never
+ *    writes data.
+ *
  * Threads: resync_start() creates the resync thread; resync_ack() runs on
  * the connection thread; resync_abort() on any thread; resync_free() on
  * any thread but the resync thread.
@@ -39,6 +53,13 @@
 #define RESYNC_BLOCK (1u << 20)		/* bytes per RS_DATA at most */
 #define RESYNC_INFLIGHT 8		/* blocks sent, not yet acknowledged */
 #define RESYNC_SYNC_BYTES (64ull << 20)	/* persist the bitmap this often */
+#define RESYNC_VERIFY_BLOCK (256u << 10)	/* bytes per OV_REQUEST */
+
+enum resync_mode {
+	RESYNC_PLAIN = 0,	/* RS_DATA for every dirty block */
+	RESYNC_CSUM,		/* RS_CSUM first, RS_DATA only if asked */
+	RESYNC_VERIFY,		/* OV_REQUEST over the whole device */
+};
 
 /*
  * Pure rate control: a token bucket whose fill rate follows application
@@ -75,6 +96,9 @@ struct resync_params {
 	struct repl *repl;		/* ranges (repl_range_take_wait) */
 	int fd;				/* backing device, for reading */
 	uint8_t digest_alg;		/* enum proto_digest for RS_DATA */
+	uint8_t mode;			/* enum resync_mode */
+	uint8_t csum_alg;		/* RS_CSUM / OV_REQUEST digest */
+	uint64_t dev_sectors;		/* RESYNC_VERIFY: walk up to here */
 	uint64_t max_bps, min_bps;
 	/* Are application writes in flight? (rate control) */
 	bool (*app_busy)(void *arg);
@@ -82,7 +106,8 @@ struct resync_params {
 	 * The bitmap is clean and every block acknowledged (@err 0), or the
 	 * resync stopped on an error (-EIO: a block could not be read or the
 	 * target could not write it; -ECONNRESET). Not called after
-	 * resync_abort(). On the resync thread.
+	 * resync_abort(). On the resync thread. Verify: @bytes is what was
+	 * compared; resync_get_info() has what differed.
 	 */
 	void (*done)(void *arg, struct resync *rs, int err, uint64_t bytes);
 	void *arg;
@@ -92,6 +117,13 @@ struct resync_params {
 struct resync *resync_start(const struct resync_params *p);
 /* RS_ACK from the target. Connection thread. */
 void resync_ack(struct resync *rs, const struct proto_msg *m);
+/* RS_IN_SYNC or RS_REQUEST from the target (RESYNC_CSUM). Connection
+ * thread. */
+void resync_reply(struct resync *rs, const struct proto_msg *m);
+/* OV_REPLY from the peer (RESYNC_VERIFY): read our block from @fd, compare,
+ * mark a difference. Apply worker (stream order). */
+void resync_verify_reply(struct resync *rs, const struct proto_msg *m,
+			 int fd);
 /* Stop at once (the connection is gone, or shutting down): blocks in
  * flight keep their bits. Any thread. */
 void resync_abort(struct resync *rs);
@@ -100,7 +132,11 @@ void resync_free(struct resync *rs);
 
 /* Figures for status. */
 struct resync_info {
-	uint64_t sent_bytes;	/* acknowledged blocks */
+	uint64_t sent_bytes;	/* acknowledged blocks (verify: compared) */
+	uint64_t same_bytes;	/* csum: found identical, data not sent */
+	uint64_t oos_bytes;	/* verify: found different (or unreadable) */
+	uint64_t oos_blocks;	/* verify: blocks of those */
+	uint64_t position;	/* verify: sectors walked */
 	uint64_t rate_bps;	/* over the last few seconds */
 	uint64_t limit_bps;	/* what the controller allows now */
 	bool running;

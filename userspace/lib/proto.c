@@ -75,6 +75,7 @@ struct state_wire {
 	struct be64 bitmap_uuid;	/* 16 */
 	struct be64 history[PROTO_HISTORY]; /* 24: newest first */
 	struct be64 dirty_bits;		/* 56: bits */
+	struct be64 promoted;		/* 64: s since the epoch, 0 unknown */
 } __attribute__((packed));
 
 struct bitmap_wire {
@@ -133,7 +134,7 @@ _Static_assert(offsetof(struct hdr_wire, hdr_crc) == 28, "hdr_crc");
 _Static_assert(sizeof(struct hello_wire) == 128, "hello_wire");
 _Static_assert(sizeof(struct auth_wire) == 32, "auth_wire");
 _Static_assert(sizeof(struct auth_result_wire) == 16, "auth_result_wire");
-_Static_assert(sizeof(struct state_wire) == 64, "state_wire");
+_Static_assert(sizeof(struct state_wire) == 72, "state_wire");
 _Static_assert(sizeof(struct bitmap_wire) == 16, "bitmap_wire");
 _Static_assert(sizeof(struct data_wire) == 56, "data_wire");
 _Static_assert(sizeof(struct range_wire) == 16, "range_wire");
@@ -642,6 +643,7 @@ static void encode_fixed(const struct proto_msg *m, void *out)
 		for (int i = 0; i < PROTO_HISTORY; i++)
 			w.state->history[i] = put_be64(m->state.history[i]);
 		w.state->dirty_bits = put_be64(m->state.dirty_bits);
+		w.state->promoted = put_be64(m->state.promoted);
 		break;
 	case PROTO_BITMAP:
 		w.bm->first_page = put_be64(m->bitmap.first_page);
@@ -756,6 +758,7 @@ static int decode_fixed(unsigned int type, const void *in,
 		for (int i = 0; i < PROTO_HISTORY; i++)
 			m->state.history[i] = get_be64(w.state->history[i]);
 		m->state.dirty_bits = get_be64(w.state->dirty_bits);
+		m->state.promoted = get_be64(w.state->promoted);
 		rsvd = get_be16(w.state->reserved);
 		break;
 	case PROTO_BITMAP:

@@ -134,7 +134,9 @@ enum proto_state_flags {
 	PROTO_SF_WAS_PRIMARY = 1u << 0,	   /* md MD_F_PRIMARY */
 	PROTO_SF_CRASHED_PRIMARY = 1u << 1, /* md MD_F_CRASHED_PRIMARY */
 	PROTO_SF_FULL_SYNC = 1u << 2,	   /* md MD_F_FULL_SYNC */
-	PROTO_SF_ALL = (1u << 3) - 1,
+	PROTO_SF_DISCARD_MY_DATA = 1u << 3, /* connect --discard-my-data */
+	PROTO_SF_PAUSED_SYNC = 1u << 4,	   /* the resync is paused */
+	PROTO_SF_ALL = (1u << 5) - 1,
 };
 
 #define PROTO_HISTORY 4	/* history UUIDs in STATE (= MD_HISTORY) */
@@ -208,6 +210,8 @@ struct proto_state {
 	uint64_t bitmap_uuid;
 	uint64_t history[PROTO_HISTORY];
 	uint64_t dirty_bits;	/* bits set in the sender's bitmap */
+	uint64_t promoted;	/* when the sender last became Primary, s
+				 * since the epoch; 0 = not known */
 };
 
 struct proto_bitmap {
