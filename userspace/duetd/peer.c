@@ -377,9 +377,16 @@ static void free_cb(void *arg, int err)
 	free(arg);
 }
 
-/* Our bitmap to the peer, PROTO_BM_PAGES_MAX pages per frame, the last one
- * flagged. Lock held. */
-static int send_bitmap(struct repl *r)
+/*
+ * Worker (W_BM_SEND): our bitmap to the peer, PROTO_BM_PAGES_MAX pages per
+ * frame, the last one flagged. On the apply worker rather than the
+ * connection thread because it may wait for room in the send queue: a
+ * bitmap can be far larger than the queue (512 GiB at 4 KiB granularity
+ * already fill 16 MiB). Pages are read as they go: a bit cleared meanwhile
+ * belongs to a block the target already has. Stops when the connection it
+ * was meant for is gone.
+ */
+void peer_send_bitmap(struct repl *r, struct work *w)
 {
 	struct proto_msg m = { .type = PROTO_BITMAP };
 	uint64_t n, first, cnt;
@@ -391,11 +398,16 @@ static int send_bitmap(struct repl *r)
 	n = bm_nr_pages(bm);
 	meta_unlock_bm(r->p.meta);
 	for (first = 0; first < n && !ret; first += cnt) {
+		if (w->conn_gen !=
+		    __atomic_load_n(&r->conn_gen, __ATOMIC_ACQUIRE))
+			return;	/* that connection is gone */
 		cnt = n - first < PROTO_BM_PAGES_MAX ? n - first :
 						       PROTO_BM_PAGES_MAX;
 		buf = malloc(cnt * PROTO_BM_PAGE_SIZE);
-		if (!buf)
-			return -ENOMEM;
+		if (!buf) {
+			ret = -ENOMEM;
+			break;
+		}
 		bm = meta_lock_bm(r->p.meta);
 		for (uint64_t i = 0; i < cnt; i++)
 			bm_page_encode(bm, first + i,
@@ -404,16 +416,16 @@ static int send_bitmap(struct repl *r)
 		m.bitmap.first_page = first;
 		m.bitmap.count = (uint32_t)cnt;
 		m.bitmap.flags = first + cnt == n ? PROTO_BM_LAST : 0;
-		/* never wait on the connection thread: a bitmap larger than
-		 * the send queue is refused (see docs/replication.md) */
-		ret = conn_send(r->conn, &m, buf, free_cb, buf, 0);
+		ret = conn_send(r->conn, &m, buf, free_cb, buf, -1);
 		if (ret)
 			free(buf);
 	}
-	if (ret)
+	if (ret && ret != -ENOTCONN) {
 		log_err("%s: sending the bitmap: %s", r->p.cfg->name,
 			strerror(-ret));
-	return ret;
+		conn_disconnect(r->conn, PROTO_DISC_IO_ERROR,
+				"cannot send the bitmap");
+	}
 }
 
 static bool app_busy(void *arg)
@@ -519,11 +531,8 @@ static void begin_sync(struct repl *r, enum uuid_verdict v)
 	log_notice("%s: %s resync %s %s (%s)", r->p.cfg->name,
 		   full ? "full" : "bitmap-based", target ? "from" : "to",
 		   r->p.peer->name, uuid_verdict_name(v));
-	if (send_bitmap(r)) {
-		conn_disconnect(r->conn, PROTO_DISC_IO_ERROR,
-				"cannot send the bitmap");
-		return;
-	}
+	/* the bitmap follows from the worker, after every frame before */
+	repl_queue_bm(r);
 	peer_send_state(r);
 	if (target) {
 		bm = meta_lock_bm(r->p.meta);

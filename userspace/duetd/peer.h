@@ -53,6 +53,7 @@ enum work_kind {
 	W_FRAME = 0,	/* DATA, BARRIER, RS_DATA, in stream order */
 	W_RS_FINISHED,	/* the resync thread called done() */
 	W_RS_REAP,	/* an aborted resync: join it */
+	W_BM_SEND,	/* send our bitmap to the peer (peer_send_bitmap) */
 };
 
 struct work {
@@ -188,6 +189,10 @@ void peer_event(struct repl *r, const char *what, const char *reason,
 void peer_begin_sync(struct repl *r, enum uuid_verdict v);
 /* Lock held: the source's resync thread, if due and not paused. */
 void peer_start_source(struct repl *r);
+/* Worker: W_BM_SEND. */
+void peer_send_bitmap(struct repl *r, struct work *w);
+/* Queue W_BM_SEND for the current connection. Any thread. */
+void repl_queue_bm(struct repl *r);
 /* Worker: the source's resync ended (W_RS_FINISHED). */
 void peer_finish_source(struct repl *r, struct work *w);
 

@@ -641,6 +641,10 @@ static void apply(struct repl *r, struct work *w)
 	const struct proto_msg *m = &w->m;
 	int ret = 0;
 
+	if (w->kind == W_BM_SEND) {
+		peer_send_bitmap(r, w);
+		return;
+	}
 	if (w->kind == W_RS_FINISHED || w->kind == W_RS_REAP) {
 		resync_get_info(w->rs, &w->info);
 		resync_free(w->rs);
@@ -775,6 +779,21 @@ void repl_queue_rs(struct repl *r, uint8_t kind, struct resync *rs, int err,
 	w->rs = rs;
 	w->err = err;
 	w->bytes = bytes;
+	push_work(r, w);
+}
+
+void repl_queue_bm(struct repl *r)
+{
+	struct work *w = calloc(1, sizeof(*w));
+
+	if (!w) {
+		log_err("%s: out of memory for sending the bitmap",
+			r->p.cfg->name);
+		conn_disconnect(r->conn, PROTO_DISC_IO_ERROR, "out of memory");
+		return;
+	}
+	w->kind = W_BM_SEND;
+	w->conn_gen = __atomic_load_n(&r->conn_gen, __ATOMIC_ACQUIRE);
 	push_work(r, w);
 }
 

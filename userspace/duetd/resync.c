@@ -609,6 +609,9 @@ struct resync *resync_start(const struct resync_params *p)
 	pthread_cond_init(&rs->cond, NULL);
 	for (unsigned int i = 0; i < RESYNC_INFLIGHT; i++) {
 		rs->blk[i].rs = rs;
+		/* a late answer to an earlier resync (paused, or this same
+		 * connection's verify) must not match one of ours */
+		rs->blk[i].gen = (uint32_t)util_random_u64();
 		rs->blk[i].buf = aligned_alloc(4096, RESYNC_BLOCK);
 		if (!rs->blk[i].buf) {
 			ret = ENOMEM;
