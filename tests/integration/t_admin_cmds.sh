@@ -17,49 +17,15 @@
 set -uo pipefail
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
-require_bin duetctl duetd
-require_cmd qemu-io jq
-[ -e /dev/ublk-control ] &&
-	skip "this host has ublk: duetd would serve ublk, not NBD-only"
-cd "$T"
+# shellcheck source=tests/integration/pair.sh
+. "$(dirname "$0")/pair.sh"
 
-MiB=$((1 << 20))
-P1=$(free_port)
-P2=$(free_port)
-mkdir -p "$T/ra" "$T/rb"
-A() { "$DUETCTL" --node alpha --run-dir "$T/ra" "$@"; }
-B() { "$DUETCTL" --node beta --run-dir "$T/rb" "$@"; }
-on_exit 'A down r0 >/dev/null 2>&1; B down r0 >/dev/null 2>&1'
-
-status() {
-	local n=$1
-	shift
-	"$n" status r0 --json | jq -r "$1"
-}
-field_is() { [ "$(status "$1" "$2" 2>/dev/null)" = "$3" ]; }
-field_ge() {
-	local v
-	v=$(status "$1" "$2" 2>/dev/null)
-	[[ "$v" =~ ^[0-9]+$ ]] && [ "$v" -ge "$3" ]
-}
-same_data() {
-	cmp -n "$(status A .data_bytes)" "$T/alpha.img" "$T/beta.img" ||
-		fail "the data areas differ ($1)"
-}
-# log_done LOG PEER: bytes of the last "resync to PEER done" line
-log_done() {
-	grep "resync to $2 done" "$1" | tail -1 |
-		sed 's/.*done: \([0-9]*\) bytes.*/\1/'
-}
 count_done() { grep -c "resync to beta done" "$T/ra/r0.log"; }
 done_more() { [ "$(count_done)" -gt "$1" ]; }
 
 mk_sparse "$T/alpha.img" 64M
 mk_sparse "$T/beta.img" 64M
-write_resource r0 alpha_addr="127.0.0.1:$P1" beta_addr="127.0.0.1:$P2" \
-	alpha_extra="nbd-listen = \"unix:$T/a.nbd\";" \
-	beta_extra="nbd-listen = \"unix:$T/b.nbd\";" \
-	extra='resync-rate = "32M"; reconnect-min = 100; reconnect-max = 500;'
+pair_resource 'resync-rate = "32M"; reconnect-min = 100; reconnect-max = 500;'
 expect_rc 0 A create-md r0 --force
 expect_rc 0 B create-md r0 --force
 qemu-io -f raw "$T/alpha.img" -c "write -P 0x3c 0 8M" >/dev/null || fail qemu-io
@@ -81,7 +47,7 @@ assert_match "$(status B .disk)/$(status B .replication)" \
 	'^(Inconsistent/SyncTarget|UpToDate/Established)$' "beta after invalidate"
 expect_rc 0 B wait-sync r0 --timeout 60
 wait_until 5 done_more "$n" || fail "no resync done line"
-assert_eq "$(log_done "$T/ra/r0.log" beta)" "$data" \
+assert_eq "$(log_bytes "$T/ra/r0.log" beta)" "$data" \
 	"invalidate: full resync bytes = device size"
 same_data "after invalidate"
 
@@ -93,7 +59,7 @@ n=$(count_done)
 expect_rc 0 A invalidate-remote r0
 expect_rc 0 A wait-sync r0 --timeout 60
 wait_until 5 done_more "$n" || fail "no resync done line"
-assert_eq "$(log_done "$T/ra/r0.log" beta)" "$data" \
+assert_eq "$(log_bytes "$T/ra/r0.log" beta)" "$data" \
 	"invalidate-remote: full resync bytes = device size"
 same_data "after invalidate-remote"
 expect_rc 8 A pause-sync r0

@@ -8,26 +8,14 @@
 set -uo pipefail
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
-require_bin duetctl duetd
-require_cmd jq
-[ -e /dev/ublk-control ] &&
-	skip "this host has ublk: duetd would serve ublk, not NBD-only"
-cd "$T"
+# shellcheck source=tests/integration/pair.sh
+. "$(dirname "$0")/pair.sh"
 
-P1=$(free_port)
-P2=$(free_port)
-mkdir -p "$T/ra" "$T/rb"
-A() { "$DUETCTL" --node alpha --run-dir "$T/ra" "$@"; }
-B() { "$DUETCTL" --node beta --run-dir "$T/rb" "$@"; }
-on_exit 'A down r0 >/dev/null 2>&1; B down r0 >/dev/null 2>&1'
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 mk_sparse "$T/alpha.img" 64M
 mk_sparse "$T/beta.img" 64M
-write_resource r0 alpha_addr="127.0.0.1:$P1" beta_addr="127.0.0.1:$P2" \
-	alpha_extra="nbd-listen = \"unix:$T/a.nbd\";" \
-	beta_extra="nbd-listen = \"unix:$T/b.nbd\";" \
-	extra='resync-rate = "12M"; reconnect-min = 100; reconnect-max = 500;'
+pair_resource 'resync-rate = "12M"; reconnect-min = 100; reconnect-max = 500;'
 expect_rc 0 A create-md r0 --force
 expect_rc 0 B create-md r0 --force
 

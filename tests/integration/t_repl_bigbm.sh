@@ -8,32 +8,12 @@
 set -uo pipefail
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
-require_bin duetctl duetd
-require_cmd qemu-io jq
-[ -e /dev/ublk-control ] &&
-	skip "this host has ublk: duetd would serve ublk, not NBD-only"
-cd "$T"
-
-MiB=$((1 << 20))
-P1=$(free_port)
-P2=$(free_port)
-mkdir -p "$T/ra" "$T/rb"
-A() { "$DUETCTL" --node alpha --run-dir "$T/ra" "$@"; }
-B() { "$DUETCTL" --node beta --run-dir "$T/rb" "$@"; }
-on_exit 'A down r0 >/dev/null 2>&1; B down r0 >/dev/null 2>&1'
-status() { "$1" status r0 --json | jq -r "$2"; }
-field_is() { [ "$(status "$1" "$2" 2>/dev/null)" = "$3" ]; }
-synced() {
-	[ "$(status A .state 2>/dev/null)" = \
-		"Primary/Secondary UpToDate/UpToDate Connected Established" ]
-}
+# shellcheck source=tests/integration/pair.sh
+. "$(dirname "$0")/pair.sh"
 
 truncate -s 600G "$T/alpha.img" "$T/beta.img" ||
 	skip "no room for 600 GiB sparse files here"
-write_resource r0 alpha_addr="127.0.0.1:$P1" beta_addr="127.0.0.1:$P2" \
-	alpha_extra="nbd-listen = \"unix:$T/a.nbd\";" \
-	beta_extra="nbd-listen = \"unix:$T/b.nbd\";" \
-	extra='bitmap-granularity = "4K"; reconnect-min = 100; reconnect-max = 500;'
+pair_resource 'bitmap-granularity = "4K"; reconnect-min = 100; reconnect-max = 500;'
 expect_rc 0 A create-md r0 --force
 expect_rc 0 B create-md r0 --force
 
@@ -50,7 +30,7 @@ step "1 MiB written while beta is away; the resync exchanges 18.75 MiB bitmaps"
 expect_rc 0 B down r0
 wait_until 10 field_is A .connection Connecting || fail "alpha did not notice"
 off=$((599 * 1024 * MiB))
-run qemu-io -f raw "nbd+unix:///r0?socket=$T/a.nbd" -c "write -P 0x6b $off 1M"
+run qemu-io -f raw "$NA" -c "write -P 0x6b $off 1M"
 assert_eq "$RC" 0 "the write through alpha"
 assert_eq "$(status A .bitmap.dirty_bytes)" "$MiB" "alpha's dirty bytes"
 rs0=$(status A .replication_stats.resync_bytes)

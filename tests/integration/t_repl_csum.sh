@@ -18,36 +18,11 @@
 set -uo pipefail
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
-require_bin duetctl duetd
-require_cmd qemu-io jq fio
-[ -e /dev/ublk-control ] &&
-	skip "this host has ublk: duetd would serve ublk, not NBD-only"
-cd "$T"
+require_cmd fio
+# shellcheck source=tests/integration/pair.sh
+. "$(dirname "$0")/pair.sh"
 
-MiB=$((1 << 20))
 VBLK=$((256 << 10))	# RESYNC_VERIFY_BLOCK
-P1=$(free_port)
-P2=$(free_port)
-mkdir -p "$T/ra" "$T/rb"
-A() { "$DUETCTL" --node alpha --run-dir "$T/ra" "$@"; }
-B() { "$DUETCTL" --node beta --run-dir "$T/rb" "$@"; }
-NA="nbd+unix:///r0?socket=$T/a.nbd"
-on_exit 'A down r0 >/dev/null 2>&1; B down r0 >/dev/null 2>&1'
-
-status() {
-	local n=$1
-	shift
-	"$n" status r0 --json | jq -r "$1"
-}
-synced() {
-	[ "$(status A .state 2>/dev/null)" = \
-		"Primary/Secondary UpToDate/UpToDate Connected Established" ]
-}
-field_is() { [ "$(status "$1" "$2" 2>/dev/null)" = "$3" ]; }
-same_data() {
-	cmp -n "$(status A .data_bytes)" "$T/alpha.img" "$T/beta.img" ||
-		fail "the data areas differ ($1)"
-}
 pattern() {	# pattern FILE BYTE OFFSET LEN
 	qemu-io -f raw "$1" -c "write -P $2 $3 $4" >/dev/null ||
 		fail "qemu-io on $1"
@@ -55,10 +30,7 @@ pattern() {	# pattern FILE BYTE OFFSET LEN
 
 mk_sparse "$T/alpha.img" 64M
 mk_sparse "$T/beta.img" 64M
-write_resource r0 alpha_addr="127.0.0.1:$P1" beta_addr="127.0.0.1:$P2" \
-	alpha_extra="nbd-listen = \"unix:$T/a.nbd\";" \
-	beta_extra="nbd-listen = \"unix:$T/b.nbd\";" \
-	extra='csums-alg = "crc32c"; verify-alg = "sha256"; resync-rate = "200M"; reconnect-min = 100; reconnect-max = 500;'
+pair_resource 'csums-alg = "crc32c"; verify-alg = "sha256"; resync-rate = "200M"; reconnect-min = 100; reconnect-max = 500;'
 expect_rc 0 A create-md r0 --force
 expect_rc 0 B create-md r0 --force
 

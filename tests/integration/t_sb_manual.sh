@@ -13,45 +13,12 @@
 set -uo pipefail
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
-require_bin duetctl duetd
-require_cmd qemu-io jq
-[ -e /dev/ublk-control ] &&
-	skip "this host has ublk: duetd would serve ublk, not NBD-only"
-cd "$T"
-
-MiB=$((1 << 20))
-P1=$(free_port)
-P2=$(free_port)
-mkdir -p "$T/ra" "$T/rb"
-A() { "$DUETCTL" --node alpha --run-dir "$T/ra" "$@"; }
-B() { "$DUETCTL" --node beta --run-dir "$T/rb" "$@"; }
-NA="nbd+unix:///r0?socket=$T/a.nbd"
-NB="nbd+unix:///r0?socket=$T/b.nbd"
-on_exit 'A down r0 >/dev/null 2>&1; B down r0 >/dev/null 2>&1'
-
-status() {
-	local n=$1
-	shift
-	"$n" status r0 --json | jq -r "$1"
-}
-field_is() { [ "$(status "$1" "$2" 2>/dev/null)" = "$3" ]; }
-same_data() {
-	cmp -n "$(status A .data_bytes)" "$T/alpha.img" "$T/beta.img" ||
-		fail "the data areas differ ($1)"
-}
-# has_event FILE FILTER: some event line of FILE matches the jq FILTER
-has_event() { jq -s -e "map(select($2)) | length > 0" "$1" >/dev/null; }
-log_bytes() {
-	grep 'resync to beta done' "$T/ra/r0.log" | tail -1 |
-		sed 's/.*done: \([0-9]*\) bytes.*/\1/'
-}
+# shellcheck source=tests/integration/pair.sh
+. "$(dirname "$0")/pair.sh"
 
 mk_sparse "$T/alpha.img" 64M
 mk_sparse "$T/beta.img" 64M
-write_resource r0 alpha_addr="127.0.0.1:$P1" beta_addr="127.0.0.1:$P2" \
-	alpha_extra="nbd-listen = \"unix:$T/a.nbd\";" \
-	beta_extra="nbd-listen = \"unix:$T/b.nbd\";" \
-	extra='resync-rate = "200M"; reconnect-min = 100; reconnect-max = 500;
+pair_resource 'resync-rate = "200M"; reconnect-min = 100; reconnect-max = 500;
 after-sb-0pri = "disconnect"; after-sb-1pri = "disconnect";'
 expect_rc 0 A create-md r0 --force
 expect_rc 0 B create-md r0 --force

@@ -17,44 +17,11 @@
 set -uo pipefail
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
-require_bin duetctl duetd
-require_cmd qemu-io jq
-[ -e /dev/ublk-control ] &&
-	skip "this host has ublk: duetd would serve ublk, not NBD-only"
-cd "$T"
-
-MiB=$((1 << 20))
-P1=$(free_port)
-P2=$(free_port)
-mkdir -p "$T/ra" "$T/rb"
-A() { "$DUETCTL" --node alpha --run-dir "$T/ra" "$@"; }
-B() { "$DUETCTL" --node beta --run-dir "$T/rb" "$@"; }
-NA="nbd+unix:///r0?socket=$T/a.nbd"
-NB="nbd+unix:///r0?socket=$T/b.nbd"
-on_exit 'A down r0 >/dev/null 2>&1; B down r0 >/dev/null 2>&1'
-
-status() {
-	local n=$1
-	shift
-	"$n" status r0 --json | jq -r "$1"
-}
-same_data() {
-	cmp -n "$(status A .data_bytes)" "$T/alpha.img" "$T/beta.img" ||
-		fail "the data areas differ ($1)"
-}
-has_event() { jq -s -e "map(select($2)) | length > 0" "$1" >/dev/null; }
-# the bytes of the last "resync to PEER done" line in LOG
-log_bytes() {
-	grep "resync to $2 done" "$1" | tail -1 |
-		sed 's/.*done: \([0-9]*\) bytes.*/\1/'
-}
+# shellcheck source=tests/integration/pair.sh
+. "$(dirname "$0")/pair.sh"
 
 config() {	# config POLICY
-	write_resource r0 alpha_addr="127.0.0.1:$P1" \
-		beta_addr="127.0.0.1:$P2" \
-		alpha_extra="nbd-listen = \"unix:$T/a.nbd\";" \
-		beta_extra="nbd-listen = \"unix:$T/b.nbd\";" \
-		extra="resync-rate = \"200M\"; reconnect-min = 100; reconnect-max = 500;
+	pair_resource "resync-rate = \"200M\"; reconnect-min = 100; reconnect-max = 500;
 after-sb-0pri = \"$1\"; after-sb-1pri = \"$1\";"
 }
 

@@ -38,30 +38,6 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-/* The daemon's refusal or the transport error, as an exit code. */
-static int report(const char *cmd, const char *res, int ret, json_t *resp)
-{
-	if (ret == -ENOENT || ret == -ECONNREFUSED) {
-		duetctl_err(cmd, "%s is not up (start it with `duetctl up %s`)",
-			    res, res);
-		return EXIT_NO_DAEMON;
-	}
-	if (ret == -ETIMEDOUT) {
-		duetctl_err(cmd, "%s: the daemon did not answer in time", res);
-		return EXIT_TIMEOUT;
-	}
-	if (ret) {
-		duetctl_err(cmd, "%s: %s", res, strerror(-ret));
-		return EXIT_FAIL;
-	}
-	if (!json_is_true(json_object_get(resp, "ok"))) {
-		duetctl_err(cmd, "%s: %s", res,
-			    json_string_value(json_object_get(resp, "error")));
-		return EXIT_REFUSED;
-	}
-	return EXIT_OK;
-}
-
 /* ---- requests ---- */
 
 struct admin_req {
@@ -114,7 +90,7 @@ static int run_request(const struct duetctl_global *g, int argc, char **argv,
 		json_object_set_new(req, a->key, json_boolean(set));
 	ret = ctlc_call(g, res, req, &resp, ADMIN_TIMEOUT_MS);
 	json_decref(req);
-	ret = report(a->name, res, ret, resp);
+	ret = ctlc_result(a->name, res, ret, resp);
 	if (ret == EXIT_OK) {
 		note = json_string_value(json_object_get(resp, "note"));
 		if (json) {
@@ -221,7 +197,7 @@ static int print_exists(const struct duetctl_global *g, const char *res,
 	int ret = ctlc_call(g, res, req, &st, 5000);
 
 	json_decref(req);
-	ret = report("events", res, ret, st);
+	ret = ctlc_result("events", res, ret, st);
 	if (ret) {
 		json_decref(st);
 		return ret;
@@ -288,13 +264,13 @@ static int cmd_events(const struct duetctl_global *g, int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	fd = ctlc_connect(g, res);
 	if (fd < 0)
-		return report("events", res, fd, NULL);
+		return ctlc_result("events", res, fd, NULL);
 	req = json_pack("{s:s}", "cmd", "events");
 	ret = ctlc_send(fd, req);
 	json_decref(req);
 	if (!ret)
 		ret = ctlc_recv(fd, &resp, 5000);
-	ret = report("events", res, ret, resp);
+	ret = ctlc_result("events", res, ret, resp);
 	json_decref(resp);
 	if (!ret)
 		ret = print_exists(g, res, json);
@@ -462,7 +438,7 @@ static int run_wait(const struct duetctl_global *g, int argc, char **argv,
 		req = json_pack("{s:s}", "cmd", "status");
 		ret = ctlc_call(g, res, req, &st, 5000);
 		json_decref(req);
-		ret = report(cmd, res, ret, st);
+		ret = ctlc_result(cmd, res, ret, st);
 		if (ret)
 			break;
 		if (!json_is_string(json_object_get(st, "connection"))) {

@@ -20,20 +20,10 @@ static int call(const struct duetctl_global *g, const char *cmd,
 	int ret = ctlc_call(g, res, req, &resp, 30000);
 
 	json_decref(req);
-	if (ret == -ENOENT || ret == -ECONNREFUSED) {
-		duetctl_err(cmd, "%s is not up (start it with `duetctl up %s`)",
-			    res, res);
-		return EXIT_NO_DAEMON;
-	}
+	ret = ctlc_result(cmd, res, ret, resp);
 	if (ret) {
-		duetctl_err(cmd, "%s: %s", res, strerror(-ret));
-		return EXIT_FAIL;
-	}
-	if (!json_is_true(json_object_get(resp, "ok"))) {
-		duetctl_err(cmd, "%s: %s", res,
-			    json_string_value(json_object_get(resp, "error")));
 		json_decref(resp);
-		return EXIT_REFUSED;
+		return ret;
 	}
 	if (g->json) {
 		json_object_del(resp, "ok");

@@ -30,20 +30,10 @@ static int ask(const struct duetctl_global *g, const char *res, json_t *req,
 	int ret = ctlc_call(g, res, req, &resp, 30000);
 
 	json_decref(req);
-	if (ret == -ENOENT || ret == -ECONNREFUSED) {
-		duetctl_err(CMD, "%s is not up (start it with `duetctl up %s`)",
-			    res, res);
-		return EXIT_NO_DAEMON;
-	}
+	ret = ctlc_result(CMD, res, ret, resp);
 	if (ret) {
-		duetctl_err(CMD, "%s: %s", res, strerror(-ret));
-		return EXIT_FAIL;
-	}
-	if (!json_is_true(json_object_get(resp, "ok"))) {
-		duetctl_err(CMD, "%s: %s", res,
-			    json_string_value(json_object_get(resp, "error")));
 		json_decref(resp);
-		return EXIT_REFUSED;
+		return ret;
 	}
 	*out = resp;
 	return EXIT_OK;

@@ -127,3 +127,27 @@ int ctlc_call(const struct duetctl_global *g, const char *res, json_t *req,
 	close(fd);
 	return ret;
 }
+
+int ctlc_result(const char *cmd, const char *res, int ret,
+		const json_t *resp)
+{
+	if (ret == -ENOENT || ret == -ECONNREFUSED) {
+		duetctl_err(cmd, "%s is not up (start it with `duetctl up %s`)",
+			    res, res);
+		return EXIT_NO_DAEMON;
+	}
+	if (ret == -ETIMEDOUT) {
+		duetctl_err(cmd, "%s: the daemon did not answer in time", res);
+		return EXIT_TIMEOUT;
+	}
+	if (ret) {
+		duetctl_err(cmd, "%s: %s", res, strerror(-ret));
+		return EXIT_FAIL;
+	}
+	if (!json_is_true(json_object_get(resp, "ok"))) {
+		duetctl_err(cmd, "%s: %s", res,
+			    json_string_value(json_object_get(resp, "error")));
+		return EXIT_REFUSED;
+	}
+	return EXIT_OK;
+}

@@ -28,4 +28,13 @@ int ctlc_recv(int fd, json_t **resp, int timeout_ms);
 int ctlc_call(const struct duetctl_global *g, const char *res, json_t *req,
 	      json_t **resp, int timeout_ms);
 
+/*
+ * The exit code of a request: EXIT_OK when ctlc_call() returned 0 and the
+ * daemon said ok; otherwise the reason is printed as "duetctl CMD: RES: ..."
+ * and the code is EXIT_NO_DAEMON (not up), EXIT_TIMEOUT (no answer in
+ * time), EXIT_FAIL (socket error) or EXIT_REFUSED (the daemon's reason).
+ */
+int ctlc_result(const char *cmd, const char *res, int ret,
+		const json_t *resp);
+
 #endif
