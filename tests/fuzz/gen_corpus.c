@@ -161,6 +161,18 @@ static void sample(unsigned int type, unsigned int variant,
 		m->disconnect.reason = PROTO_DISC_SHUTDOWN;
 		strcpy(m->disconnect.text, "going down");
 		break;
+	case PROTO_READ_REQUEST:
+		m->range.sector = 512;
+		m->range.length = 4096;
+		break;
+	case PROTO_READ_DATA:
+		m->block.sector = 512;
+		m->block.length = 4096;
+		m->block.result = variant ? EIO : 0;
+		m->block.digest_alg = variant ? 0 : PROTO_DIGEST_CRC32C;
+		proto_digest(m->block.digest_alg, payload, 4096,
+			     m->block.digest);
+		break;
 	}
 }
 
@@ -175,7 +187,8 @@ static void gen_proto(const char *dir)
 	for (unsigned int t = 1; t < PROTO_TYPE_END; t++) {
 		for (unsigned int v = 0; v < 4; v++) {
 			if (v && t != PROTO_DATA && t != PROTO_BITMAP &&
-			    t != PROTO_RS_DATA && t != PROTO_AUTH_RESULT &&
+			    t != PROTO_RS_DATA && t != PROTO_READ_DATA &&
+			    t != PROTO_AUTH_RESULT &&
 			    t != PROTO_ACK_WRITE)
 				continue;
 			if (v > 1 && t != PROTO_DATA)

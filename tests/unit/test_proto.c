@@ -172,6 +172,26 @@ static void sample(unsigned int type, struct proto_msg *m, uint8_t *payload,
 		m->disconnect.reason = PROTO_DISC_SPLIT_BRAIN;
 		strcpy(m->disconnect.text, "split brain detected, manual recovery");
 		break;
+	case PROTO_READ_REQUEST:
+		m->range.sector = DEV_SECTORS - 2048;
+		m->range.length = PROTO_DATA_MAX;
+		break;
+	case PROTO_READ_DATA:
+		/* variant 2: the peer could not read it (no payload) */
+		m->block.sector = 4000 + variant;
+		m->block.length = 65536;
+		if (variant == 2) {
+			m->block.result = EIO;
+			break;
+		}
+		m->block.digest_alg = variant ? PROTO_DIGEST_SHA256 :
+						PROTO_DIGEST_NONE;
+		fill(payload, m->block.length, variant + 4);
+		assert_int_equal(proto_digest(m->block.digest_alg, payload,
+					      m->block.length,
+					      m->block.digest),
+				 0);
+		break;
 	default:
 		fail_msg("no sample for type %u", type);
 	}
@@ -225,7 +245,8 @@ static void test_layout(void **state)
 		[PROTO_RS_ACK] = 16,	  [PROTO_OV_REQUEST] = 56,
 		[PROTO_OV_REPLY] = 56,	  [PROTO_RS_DONE] = 16,
 		[PROTO_PING] = 0,	  [PROTO_PING_ACK] = 0,
-		[PROTO_DISCONNECT] = 128,
+		[PROTO_DISCONNECT] = 128, [PROTO_READ_REQUEST] = 16,
+		[PROTO_READ_DATA] = 56,
 	};
 	struct proto_msg m;
 	uint8_t payload[8192], f[256];
@@ -340,6 +361,15 @@ static void test_payload_len(void **state)
 	m.block.length = 4096;
 	assert_int_equal(proto_payload_len(&m), 4096);
 	m.block.result = EIO;
+	assert_int_equal(proto_payload_len(&m), 0);
+	memset(&m, 0, sizeof(m));
+	m.type = PROTO_READ_DATA;
+	m.block.length = 8192;
+	assert_int_equal(proto_payload_len(&m), 8192);
+	m.block.result = ENODATA;	/* the reader failed: no data follows */
+	assert_int_equal(proto_payload_len(&m), 0);
+	m.type = PROTO_READ_REQUEST;
+	m.range.length = 8192;
 	assert_int_equal(proto_payload_len(&m), 0);
 	memset(&m, 0, sizeof(m));
 	m.type = PROTO_BITMAP;
@@ -474,6 +504,22 @@ static const struct mutation mutations[] = {
 	{ PROTO_DISCONNECT, F(8), 0, 'z', 120, "text" },	/* no NUL */
 	{ PROTO_DISCONNECT, F(9), 1, '\n', 0, "text" },
 	{ PROTO_DISCONNECT, F(8 + 119), 1, 'z', 0, "text" },	/* padding */
+	/* READ_REQUEST */
+	{ PROTO_READ_REQUEST, F(12), 4, EIO, 0, "result" },
+	{ PROTO_READ_REQUEST, F(8), 4, 0, 0, "length" },
+	{ PROTO_READ_REQUEST, F(8), 4, 1000, 0, "length" },
+	{ PROTO_READ_REQUEST, F(8), 4, PROTO_DATA_MAX + 512, 0, "length" },
+	{ PROTO_READ_REQUEST, F(0), 8, DEV_SECTORS - 2047, 0, "sector" },
+	{ PROTO_READ_REQUEST, F(0), 8, UINT64_MAX, 0, "sector" },
+	/* READ_DATA (variant 1: SHA-256 digest, 64 KiB payload) */
+	{ PROTO_READ_DATA, F(12), 4, 5000, 0, "result" },
+	{ PROTO_READ_DATA, F(16), 1, 3, 0, "digest_alg" },
+	{ PROTO_READ_DATA, F(17), 1, 1, 0, "reserved" },
+	{ PROTO_READ_DATA, F(8), 4, 65536 + 512, 0, "announces" },
+	{ PROTO_READ_DATA, F(8), 4, PROTO_DATA_MAX + 512, 0, "length" },
+	{ PROTO_READ_DATA, F(0), 8, DEV_SECTORS - 64, 0, "sector" },
+	{ PROTO_READ_DATA, F(12), 4, EIO, 0, "digest_alg" },	/* result + digest */
+	{ PROTO_READ_DATA, 8, 4, 56, 0, "announces" },	/* payload missing */
 };
 
 static size_t mutate(const struct mutation *mu, uint8_t *f,

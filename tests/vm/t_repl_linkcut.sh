@@ -53,8 +53,8 @@ last_resync() {
 	grep 'resync to beta done' "$T/ra/r0.log" | tail -1 |
 		sed 's/.*done: \([0-9]*\) bytes.*/\1/'
 }
-cut() { ip -n na link set na-v down; }
-mend() { ip -n na link set na-v up; }
+link_cut() { ip -n na link set na-v down; }
+link_mend() { ip -n na link set na-v up; }
 # write_alone MIB: MIB MiB of random data at 1 MiB steps from 8 MiB, while
 # the peer is unreachable; each write completes once the loss is seen
 write_alone() {
@@ -89,21 +89,21 @@ data=$(status A .data_bytes)
 
 step "link cut during writes: only the outage's writes are resynced"
 dd if=/dev/urandom of="$adev" bs=1M count=4 oflag=direct status=none
-cut
+link_cut
 write_alone 3
 wait_until 10 field_ne A .connection Connected || fail "loss not seen"
 assert_eq "$(status A .bitmap.dirty_bytes)" $((3 * MiB)) "bitmap after the outage"
-mend
+link_mend
 wait_until 60 synced || fail "no resync after the link came back"
 assert_eq "$(last_resync)" $((3 * MiB)) "resynced bytes = outage writes"
 [ "$(last_resync)" -lt $((data / 16)) ] || fail "resync not << device size"
 same_data "after the link cut"
 
 step "secondary killed (-9) mid-resync and restarted"
-cut
+link_cut
 write_alone 12
 wait_until 10 field_ne A .connection Connected || fail "loss not seen"
-mend
+link_mend
 wait_until 30 field_ge A .resync.done_bytes $((2 * MiB)) ||
 	fail "resync not progressing: $(status A .state)"
 kill -9 "$(status B .pid)"
@@ -121,10 +121,10 @@ got=$(last_resync)
 same_data "after the secondary's crash"
 
 step "primary killed (-9) mid-resync and restarted"
-cut
+link_cut
 write_alone 12
 wait_until 10 field_ne A .connection Connected || fail "loss not seen"
-mend
+link_mend
 wait_until 30 field_ge A .resync.done_bytes $((3 * MiB)) ||
 	fail "resync not progressing: $(status A .state)"
 kill -9 "$(status A .pid)"

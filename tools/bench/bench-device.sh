@@ -2,7 +2,7 @@
 # bench-device.sh — duet's ublk device against the raw disk under it.
 #
 #   tools/bench/bench-device.sh [--engine io_uring|libaio] [--queues N]
-#       [--max-io SIZE] [--runtime SEC] [--rounds N] [--disk FILE]
+#       [--depth N] [--max-io SIZE] [--runtime SEC] [--rounds N] [--disk FILE]
 #       [--size MIB]
 #
 # On the host: attaches FILE (default: a fresh zero-filled file in
@@ -24,6 +24,7 @@ HERE=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
 TOP=$(cd "$HERE/../.." && pwd)
 ENGINE=io_uring
 QUEUES=2
+DEPTH=		# queue-depth; empty: the daemon's default
 MAX_IO=512K
 ROUNDS=3
 RUNTIME=10
@@ -40,6 +41,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--engine) ENGINE=${2:?}; shift ;;
 	--queues) QUEUES=${2:?}; shift ;;
+	--depth) DEPTH=${2:?}; shift ;;
 	--max-io) MAX_IO=${2:?}; shift ;;
 	--rounds) ROUNDS=${2:?}; shift ;;
 	--runtime) RUNTIME=${2:?}; shift ;;
@@ -66,7 +68,8 @@ if [ "$GUEST" = 0 ]; then
 	"$TOP/kernel/vm/duet-vm" run --mem 2048 --cpus 2 \
 		--timeout $((ROUNDS * RUNTIME * 10 + 300)) --disk "$DISK" -- \
 		bash "$HERE/bench-device.sh" --guest --engine "$ENGINE" \
-		--queues "$QUEUES" --max-io "$MAX_IO" --rounds "$ROUNDS" \
+		--queues "$QUEUES" ${DEPTH:+--depth "$DEPTH"} \
+		--max-io "$MAX_IO" --rounds "$ROUNDS" \
 		--runtime "$RUNTIME" --size "$SIZE_MIB"
 	exit $?
 fi
@@ -86,6 +89,7 @@ protocol = "C";
 secret = "duet-bench-secret";
 io-engine = "$ENGINE";
 queues = $QUEUES;
+${DEPTH:+queue-depth = $DEPTH;}
 max-io = "$MAX_IO";
 nodes = (
   { name = "bench"; id = 0; address = "127.0.0.1:7789";
@@ -154,6 +158,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	run_all ublk "$DEV"
 done
 STATUS=$("$DUETCTL" status bench --json)
+HWM=$(awk '/VmHWM/ { print $2 }' "/proc/$(jq -r .pid <<<"$STATUS")/status")
 "$DUETCTL" down bench >/dev/null || exit 1
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
@@ -167,7 +172,7 @@ raw_p99=$(median 2 <<<"${R[raw.syncwrite]}")
 ublk_p99=$(median 2 <<<"${R[ublk.syncwrite]}")
 
 echo
-echo "duet ublk ($ENGINE engine, $QUEUES queue(s), max-io $MAX_IO) vs raw" \
+echo "duet ublk ($ENGINE engine, $QUEUES queue(s), depth $(jq -r .queue_depth <<<"$STATUS"), max-io $MAX_IO) vs raw" \
 	"virtio-blk; $(uname -r), $(nproc) vCPU, $(fio --version);" \
 	"median of $ROUNDS rounds x ${RUNTIME}s"
 printf '%-32s %10s %10s %7s %7s\n' metric raw ublk ratio target
@@ -184,4 +189,5 @@ for j in randwrite seqwrite syncwrite; do
 	echo "  $j: ${R[raw.$j]}| ${R[ublk.$j]}"
 done
 echo "duet counters: $(jq -c '.io' <<<"$STATUS")"
+echo "duetd peak resident memory (VmHWM): $((HWM / 1024)) MiB"
 rm -rf "$W"

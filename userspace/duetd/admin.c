@@ -13,6 +13,7 @@
 #include "bm.h"
 #include "ctl.h"
 #include "daemon.h"
+#include "fence.h"
 #include "log.h"
 #include "peer.h"
 #include "util.h"
@@ -67,6 +68,7 @@ void admin_note_handshake(struct repl *r, const struct uuid_decision *detect,
 		json_object_set_new(x, "victim",
 				    victim ? json_string(victim) : json_null());
 	peer_event(r, "handshake", dec->why, x);
+	fence_split_brain(r, resolved, pol, victim, dec->rule, dec->why);
 }
 
 void admin_refused(struct repl *r, enum uuid_verdict v, const char *why)

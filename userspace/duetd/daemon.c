@@ -17,6 +17,8 @@
 #include "daemon.h"
 #include "dev.h"
 #include "eng.h"
+#include "eng_fault.h"
+#include "fence.h"
 #include "log.h"
 #include "meta.h"
 #include "nbd.h"
@@ -323,6 +325,8 @@ static int start_ctl(struct daemon *d)
 	if (!ret)
 		ret = admin_register(d->ctl, d);
 	if (!ret)
+		ret = fence_register(d->ctl, d);
+	if (!ret)
 		ret = ctl_start(d->ctl);
 	if (ret)
 		log_err("control socket: %s", strerror(-ret));
@@ -497,6 +501,11 @@ int daemon_start(struct daemon *d)
 	char why[512];
 	int ret;
 
+	/* test-only fault injection (eng_fault.h), before any eng_find() */
+	if (eng_fault_setup(why, sizeof(why))) {
+		log_err("%s", why);
+		return DAEMON_EXIT_FAIL;
+	}
 	ret = load_md(d);
 	if (ret)
 		return ret;
@@ -605,6 +614,9 @@ static int stop_io(struct daemon *d, bool *bm_flushed)
 	int ret = 0, r;
 
 	*bm_flushed = false;
+	/* requests held by fencing fail, or the front ends never stop */
+	if (d->repl)
+		fence_shutdown(d->repl);
 	nbd_stop(d->nbd);
 	d->nbd = NULL;
 	if (d->nbd_fd >= 0)

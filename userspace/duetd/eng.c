@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "eng.h"
+#include "eng_fault.h"
 #include "log.h"
 
 struct eng_helper {
@@ -28,11 +29,12 @@ struct eng_helper {
 
 const struct eng_ops *eng_find(enum cfg_engine e)
 {
+	/* eng_fault_wrap: the test-only fault injection, when enabled */
 	switch (e) {
 	case CFG_ENGINE_URING:
-		return &eng_uring_ops;
+		return eng_fault_wrap(&eng_uring_ops);
 	case CFG_ENGINE_LIBAIO:
-		return &eng_aio_ops;
+		return eng_fault_wrap(&eng_aio_ops);
 	}
 	return NULL;
 }

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "path.h"
+#include "fence.h"
 #include "repl.h"
 #include "util.h"
 
@@ -18,6 +19,8 @@ enum io_wait {
 	WAIT_SEQ,	/* AL transaction io->seq must become durable */
 	WAIT_BUSY,	/* al_begin_io said -EBUSY: ask again */
 	WAIT_RANGE,	/* overlaps a change in flight: ask again */
+	WAIT_FENCE_NEW,	/* fencing: I/O suspended, not started (held) */
+	WAIT_FENCE_DONE,	/* fencing: done, the peer missed it (fence_res) */
 };
 
 struct p_io {
@@ -35,6 +38,16 @@ struct p_io {
 	int local_res;
 	int peer_res;		/* from the peer completion */
 	int32_t peer_next;	/* peer completion list */
+	bool peer_sent;		/* the peer's half went out */
+	bool via_peer;		/* no local disk for it: the peer decides */
+	/* fencing (fence.h): the request as submitted while I/O is
+	 * suspended; the ticket taken at issue, whether the peer missed it,
+	 * and the result held back */
+	struct path_req fence_req;
+	uint64_t fence_ticket;
+	uint64_t fence_held;	/* WAIT_FENCE_DONE: that ticket */
+	bool fence_missed;
+	int fence_res;
 };
 
 struct path {
@@ -73,6 +86,8 @@ static void io_reset_peer(struct p_io *io)
 	io->local_done = false;
 	io->local_res = 0;
 	io->peer_res = 0;
+	io->peer_sent = false;
+	io->via_peer = false;
 }
 
 static void arm_wake(struct path *p)
@@ -100,11 +115,17 @@ static void flush_done(struct path_shared *sh, uint64_t mark)
 		;
 }
 
+static bool fence_hold_done(struct path *p, unsigned int tag, int res);
+static void park(struct path *p, unsigned int tag, uint8_t wait);
+
 /* The request on @tag is done: release the AL, tell the front end. */
 static void finish(struct path *p, unsigned int tag, int res)
 {
 	struct p_io *io = &p->ios[tag];
 	struct eng_req *rq = &p->reqs[tag];
+
+	if (fence_hold_done(p, tag, res))
+		return;
 
 	if (io->al_held) {
 		meta_end_io(p->p.meta, p->p.id, io->sector, io->nr_sectors);
@@ -162,8 +183,74 @@ static void peer_missed(struct path *p, unsigned int tag)
 {
 	struct p_io *io = &p->ios[tag];
 
+	io->fence_missed = true;
 	if (io->nr_sectors)
 		meta_mark_peer(p->p.meta, io->sector, io->nr_sectors);
+}
+
+/*
+ * Local disk failure (on-io-error, diskless.c; docs/replication.md, "Local
+ * disk failure"): a request the local disk cannot serve is served by the
+ * peer. via_peer requests have local_done set from the start; the peer's
+ * answer (reap_peer) decides how they end.
+ */
+
+/* A read from the peer's disk; the answer comes through reap_peer. */
+static void read_peer(struct path *p, unsigned int tag)
+{
+	struct p_io *io = &p->ios[tag];
+	struct eng_req *rq = &p->reqs[tag];
+
+	if (!repl_read(p->repl, io->sector, rq->len, rq->buf, on_peer_done, p,
+		       tag)) {
+		io->peer_wait = true;
+		return;
+	}
+	finish(p, tag, io->local_res < 0 ? io->local_res : -EIO);
+}
+
+static void send_peer(struct path *p, unsigned int tag);
+
+/* No local disk (detached): the peer's disk alone serves the request. */
+static void issue_diskless(struct path *p, unsigned int tag)
+{
+	struct p_io *io = &p->ios[tag];
+
+	io->via_peer = true;
+	io->local_done = true;
+	io->local_res = -EIO;
+	if (p->reqs[tag].op == ENG_OP_READ) {
+		read_peer(p, tag);
+		return;
+	}
+	send_peer(p, tag);
+	if (!io->peer_wait)
+		finish(p, tag, -EIO);
+}
+
+/*
+ * The backing disk failed @tag's local half with @res. With on-io-error
+ * detach the disk is detached and the peer serves the request: a read is
+ * read again from the peer's disk; a change (whose peer half went out with
+ * the local one) completes once the peer has it. false with pass-on: the
+ * error goes to the application as it is.
+ */
+static bool disk_failed(struct path *p, unsigned int tag, int res)
+{
+	struct p_io *io = &p->ios[tag];
+	struct eng_req *rq = &p->reqs[tag];
+
+	if (!repl_io_error(p->repl, rq->op, io->sector, io->nr_sectors, res))
+		return false;
+	io->via_peer = true;
+	io->local_done = true;
+	io->local_res = res;
+	if (rq->op == ENG_OP_READ)
+		read_peer(p, tag);
+	else if (!io->peer_wait)
+		/* the peer answered already, or never got it */
+		finish(p, tag, io->peer_sent && io->peer_res >= 0 ? 0 : res);
+	return true;
 }
 
 /* Both halves of a write are in, or only the local one was wanted. */
@@ -171,6 +258,8 @@ static void local_done(struct path *p, unsigned int tag, int res)
 {
 	struct p_io *io = &p->ios[tag];
 
+	if (res < 0 && p->repl && !io->via_peer && disk_failed(p, tag, res))
+		return;
 	if (io->peer_wait) {
 		io->local_done = true;
 		io->local_res = res;
@@ -192,9 +281,14 @@ static void reap_peer(struct path *p)
 		int32_t next = io->peer_next;
 
 		io->peer_wait = false;
-		if (io->peer_res < 0)
+		if (io->peer_res < 0 && p->reqs[i].op != ENG_OP_READ)
 			peer_missed(p, (unsigned int)i);
-		if (io->local_done)
+		if (io->local_done && io->via_peer)
+			/* the peer's disk is the only one that has it */
+			finish(p, (unsigned int)i,
+			       io->peer_res >= 0 ? 0 :
+			       io->local_res < 0 ? io->local_res : -EIO);
+		else if (io->local_done)
 			finish(p, (unsigned int)i, io->local_res);
 		i = next;
 	}
@@ -220,6 +314,7 @@ static void send_peer(struct path *p, unsigned int tag)
 		ret = repl_write(p->repl, &rio, on_peer_done, p, tag);
 	if (!ret) {
 		io->peer_wait = true;
+		io->peer_sent = true;
 		return;
 	}
 	if (rq->op != ENG_OP_FLUSH)
@@ -232,6 +327,15 @@ static void issue(struct path *p, unsigned int tag)
 	int ret;
 
 	io_reset_peer(&p->ios[tag]);
+	/* the fencing window this change starts in (fence_hold_done) */
+	p->ios[tag].fence_ticket =
+		p->repl && rq->op != ENG_OP_READ && rq->op != ENG_OP_FLUSH ?
+			fence_ticket(p->repl) :
+			0;
+	if (p->repl && !repl_local_disk(p->repl)) {
+		issue_diskless(p, tag);
+		return;
+	}
 	if (p->repl && rq->op != ENG_OP_READ)
 		send_peer(p, tag);
 	ret = p->eq.ops->submit(&p->eq, rq);
@@ -275,6 +379,11 @@ static void begin_write(struct path *p, unsigned int tag, bool first)
 		}
 		io->range_held = true;
 	}
+	if (p->repl && !repl_local_disk(p->repl)) {
+		/* no local disk: no activity log to keep (diskless.c) */
+		issue(p, tag);
+		return;
+	}
 	n = meta_begin_io(p->p.meta, p->p.id, io->sector, io->nr_sectors);
 
 	if (n == 0) {
@@ -294,6 +403,96 @@ static void begin_write(struct path *p, unsigned int tag, bool first)
 		st_add(&p->st.al_waits, 1);
 }
 
+/*
+ * Fencing (fence.h). While I/O is suspended a new request is parked before
+ * anything happens to it (WAIT_FENCE_NEW), and a change whose peer half
+ * was lost with the connection in the window that suspended I/O keeps its
+ * result (WAIT_FENCE_DONE): nothing completes to the application until
+ * the peer is fenced or back. fence_ kicks every path when that changes.
+ * When the daemon stops, held requests fail with -EIO.
+ */
+static bool fence_hold_new(struct path *p, unsigned int tag,
+			   const struct path_req *r)
+{
+	struct p_io *io = &p->ios[tag];
+	enum fence_gate g;
+
+	io->fence_ticket = 0;
+	io->fence_missed = false;
+	if (!p->repl || (g = fence_gate(p->repl)) == FENCE_PASS)
+		return false;
+	io->busy = true;
+	io->al_held = false;
+	io->range_held = false;
+	io->sector = r->sector;
+	io->nr_sectors = r->nr_sectors;
+	io->fence_req = *r;
+	p->nr_busy++;
+	memset(&p->reqs[tag], 0, sizeof(p->reqs[tag]));
+	p->reqs[tag].tag = (uint16_t)tag;
+	p->reqs[tag].op = r->op;
+	if (g == FENCE_FAIL)
+		finish(p, tag, -EIO);
+	else
+		park(p, tag, WAIT_FENCE_NEW);
+	return true;
+}
+
+/* The peer missed a change it was meant to get, for want of a
+ * connection (not because its disk failed it): hold the result. */
+static bool fence_hold_done(struct path *p, unsigned int tag, int res)
+{
+	struct p_io *io = &p->ios[tag];
+	uint64_t t = io->fence_ticket;
+	enum fence_gate g;
+
+	io->fence_ticket = 0;	/* one decision per request */
+	if (!t || !io->fence_missed || res < 0 ||
+	    (io->peer_res && io->peer_res != -ECONNRESET &&
+	     io->peer_res != -ENOTCONN && io->peer_res != -ESHUTDOWN))
+		return false;
+	g = fence_gate_missed(p->repl, t);
+	if (g == FENCE_PASS)
+		return false;
+	if (g == FENCE_FAIL) {
+		finish(p, tag, -EIO);
+		return true;
+	}
+	io->fence_held = t;
+	io->fence_res = res;
+	park(p, tag, WAIT_FENCE_DONE);
+	return true;
+}
+
+static void fence_retry(struct path *p, unsigned int tag)
+{
+	struct p_io *io = &p->ios[tag];
+	enum fence_gate g;
+
+	if (io->wait == WAIT_FENCE_NEW) {
+		g = fence_gate(p->repl);
+		if (g == FENCE_HOLD) {
+			park(p, tag, WAIT_FENCE_NEW);
+		} else if (g == FENCE_FAIL) {
+			finish(p, tag, -EIO);
+		} else {
+			/* as if it came now */
+			io->busy = false;
+			io->wait = WAIT_NONE;
+			p->nr_busy--;
+			path_submit(p, tag, &io->fence_req);
+		}
+		return;
+	}
+	g = fence_gate_missed(p->repl, io->fence_held);
+	if (g == FENCE_HOLD) {
+		park(p, tag, WAIT_FENCE_DONE);
+		return;
+	}
+	io->fence_held = 0;
+	finish(p, tag, g == FENCE_FAIL ? -EIO : io->fence_res);
+}
+
 /* Woken: try every parked request again, in order. */
 static void retry_parked(struct path *p)
 {
@@ -305,7 +504,9 @@ static void retry_parked(struct path *p)
 		int32_t next = io->wait_next;
 		int r;
 
-		if (io->wait == WAIT_BUSY || io->wait == WAIT_RANGE) {
+		if (io->wait == WAIT_FENCE_NEW || io->wait == WAIT_FENCE_DONE) {
+			fence_retry(p, (unsigned int)i);
+		} else if (io->wait == WAIT_BUSY || io->wait == WAIT_RANGE) {
 			begin_write(p, (unsigned int)i, false);
 		} else {
 			r = meta_seq_ready(p->p.meta, p->p.id, io->seq);
@@ -327,6 +528,9 @@ void path_submit(struct path *p, unsigned int tag, const struct path_req *r)
 	struct p_io *io = &p->ios[tag];
 	struct eng_req *rq = &p->reqs[tag];
 	uint64_t bytes;
+
+	if (fence_hold_new(p, tag, r))
+		return;
 
 	io->busy = true;
 	io->wait = WAIT_NONE;

@@ -13,6 +13,7 @@
 #include "admin.h"
 #include "bm.h"
 #include "ctl.h"
+#include "fence.h"
 #include "log.h"
 #include "peer.h"
 #include "util.h"
@@ -83,6 +84,7 @@ void peer_update_may_write(struct repl *r)
 	int may = r->sm.role == SM_ROLE_PRIMARY || !r->p.md->sb.current_uuid;
 
 	__atomic_store_n(&r->role_cache, may, __ATOMIC_RELEASE);
+	fence_state_changed(r);
 }
 
 /*
@@ -146,6 +148,11 @@ void peer_my_uuid(struct repl *r, struct uuid_info *u)
 	meta_unlock_bm(r->p.meta);
 	uuid_from_md(&r->p.md->sb, REPL_PEER_SLOT, dirty,
 		     r->sm.role == SM_ROLE_PRIMARY, u);
+	/* a detached disk: the data is the peer's (diskless.c) */
+	if (r->disk_gone) {
+		u->diskless = true;
+		u->current = r->dl_current;
+	}
 }
 
 /* Persist @u and the disk state; lock held. */
@@ -154,6 +161,11 @@ int peer_save_uuid(struct repl *r, const struct uuid_info *u)
 	struct md_super *sb = &r->p.md->sb;
 	int ret;
 
+	/* a detached disk's metadata keeps what the detach wrote */
+	if (r->disk_gone) {
+		peer_update_may_write(r);
+		return 0;
+	}
 	uuid_to_md(u, REPL_PEER_SLOT, sb);
 	sb->flags = sm_disk_md_flags(r->sm.disk, sb->flags);
 	ret = mdio_write_sb(r->p.md);
@@ -330,6 +342,7 @@ void peer_lost(void *arg, int err, const char *reason)
 	log_notice("%s: connection to %s lost (%s): writes go to the bitmap",
 		   r->p.cfg->name, r->p.peer->name, reason ? reason : "");
 	pthread_mutex_unlock(&r->lock);
+	peer_fail_reads(r);
 }
 
 static uint32_t md_flags_of_state(const struct proto_state *s)
@@ -531,8 +544,10 @@ static void begin_sync(struct repl *r, enum uuid_verdict v)
 	log_notice("%s: %s resync %s %s (%s)", r->p.cfg->name,
 		   full ? "full" : "bitmap-based", target ? "from" : "to",
 		   r->p.peer->name, uuid_verdict_name(v));
-	/* the bitmap follows from the worker, after every frame before */
-	repl_queue_bm(r);
+	/* the bitmap follows from the worker, after every frame before; a
+	 * target's once its before-resync-target handler succeeded */
+	if (!target || !fence_before_resync_target(r, full))
+		repl_queue_bm(r);
 	peer_send_state(r);
 	if (target) {
 		bm = meta_lock_bm(r->p.meta);
@@ -689,6 +704,7 @@ static void finish_target(struct repl *r, const struct proto_msg *m)
 		   r->p.cfg->name, r->p.peer->name,
 		   (unsigned long long)r->rs_target_bytes,
 		   (unsigned long long)m->rs_done.sectors);
+	fence_after_resync_target(r, r->rs_target_bytes);
 	peer_send_state(r);
 }
 
@@ -784,9 +800,14 @@ static void adopt_generation(struct repl *r);
 static void on_peer_state(struct repl *r, const struct proto_msg *m)
 {
 	const struct proto_state *s = &m->state;
+	enum sm_disk prev_disk;
 	unsigned int reason;
+	bool first;
 
 	pthread_mutex_lock(&r->lock);
+	prev_disk = r->peer_disk_rx;
+	first = !r->have_peer_state;
+	peer_diskless_adopt(r, s->current_uuid);
 	r->peer_uuid.current = s->current_uuid;
 	r->peer_uuid.bitmap = s->bitmap_uuid;
 	for (unsigned int i = 0; i < PROTO_HISTORY && i < MD_HISTORY; i++)
@@ -804,6 +825,8 @@ static void on_peer_state(struct repl *r, const struct proto_msg *m)
 		adopt_generation(r);
 	}
 	reason = decide(r);
+	if (!reason)
+		peer_diskless_state(r, prev_disk, first);
 	pthread_mutex_unlock(&r->lock);
 	if (reason)
 		conn_disconnect(r->conn, reason, "generations do not match");
@@ -989,6 +1012,13 @@ void peer_frame(void *arg, const struct proto_msg *m,
 	case PROTO_OV_REPLY:
 		/* compared on the worker, after every DATA before it */
 		repl_queue_work(r, m, NULL);
+		break;
+	case PROTO_READ_REQUEST:
+		/* served on the worker, after every DATA before it */
+		repl_queue_work(r, m, NULL);
+		break;
+	case PROTO_READ_DATA:
+		peer_read_reply(r, m);
 		break;
 	default:
 		log_warn("%s: unexpected %s from the peer", r->p.cfg->name,
@@ -1341,6 +1371,8 @@ void repl_status(struct repl *r, json_t *o)
 	json_object_set_new(j, "sendq_bytes",
 			    json_integer((json_int_t)ci.sendq_bytes));
 	json_object_set_new(o, "replication_stats", j);
+	peer_diskless_status(r, o);
 	resync_status(r, o);
 	verify_status(r, o);
+	fence_status(r, o);
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * peer_ — the connection half of repl_ (internal: only repl.c, peer.c and
- * admin.c include this header). repl.c holds the data path: the primary's
+ * peer_ — the connection half of repl_ (internal: only repl.c, peer.c,
+ * diskless.c and admin.c include this header). repl.c holds the data path: the primary's
  * sends and acks (slots, epochs), the ranges in flight, the apply worker and the
  * life cycle. peer.c holds what the connection decides: the conn_
  * callbacks, the STATE exchange and generation decision, the bitmap
@@ -82,6 +82,7 @@ struct repl {
 	bool replicating;	/* writes go to the peer (Established) */
 	uint64_t conn_gen;	/* bumped by established() and lost() */
 	int role_cache;		/* atomic: 1 Primary, 0 Secondary */
+	struct fence *fence;	/* fencing and handlers (fence.h) */
 	struct slot *slots;
 	int32_t free_head;
 	uint32_t in_flight;
@@ -164,6 +165,17 @@ struct repl {
 		time_t at;
 	} last_hs;
 
+	/* local disk failure and reads through the peer (diskless.c) */
+	int disk_gone;		/* atomic: the backing disk is detached */
+	uint64_t dl_current;	/* diskless: the data generation in use */
+	char disk_why[160];	/* why it was detached, for status */
+	time_t disk_failed_at;
+	uint64_t io_errors;	/* local I/O errors reported */
+	struct rread *rreads;	/* reads waiting for READ_DATA */
+	int32_t rread_free;
+	uint32_t rreads_in_flight;
+	uint64_t remote_reads, remote_read_bytes, reads_served;
+
 	/* figures */
 	uint64_t sent_writes, sent_bytes, acked, peer_failed, not_sent;
 	uint64_t applied, applied_bytes, apply_errors;
@@ -195,6 +207,20 @@ void peer_send_bitmap(struct repl *r, struct work *w);
 void repl_queue_bm(struct repl *r);
 /* Worker: the source's resync ended (W_RS_FINISHED). */
 void peer_finish_source(struct repl *r, struct work *w);
+
+/* ---- diskless.c ---- */
+
+/* Connection thread: the peer's READ_DATA. Lock not held. */
+void peer_read_reply(struct repl *r, const struct proto_msg *m);
+/* Every read waiting for the peer fails (-ECONNRESET). Lock not held. */
+void peer_fail_reads(struct repl *r);
+/* Worker: serve the peer's READ_REQUEST from our disk. Lock not held. */
+void peer_serve_read(struct repl *r, const struct proto_msg *m);
+/* Lock held: before / after deciding on the peer's STATE. */
+void peer_diskless_adopt(struct repl *r, uint64_t peer_current);
+void peer_diskless_state(struct repl *r, enum sm_disk prev, bool first);
+/* "disk_failure" and the remote-read counters for status. Lock not held. */
+void peer_diskless_status(struct repl *r, json_t *o);
 
 /* ---- repl.c ---- */
 

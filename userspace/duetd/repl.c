@@ -16,6 +16,7 @@
 #include "conn.h"
 #include "ctl.h"
 #include "eng.h"
+#include "fence.h"
 #include "ival.h"
 #include "log.h"
 #include "peer.h"
@@ -177,7 +178,8 @@ static void lone_write(struct repl *r)
 {
 	struct uuid_info u;
 
-	if (r->sm.role != SM_ROLE_PRIMARY || r->same_writer)
+	/* a detached disk's generation is the peer's (diskless.c) */
+	if (r->sm.role != SM_ROLE_PRIMARY || r->same_writer || r->disk_gone)
 		return;
 	peer_my_uuid(r, &u);
 	if (uuid_write_needs_new_current(&u, r->same_writer)) {
@@ -677,6 +679,9 @@ static void apply(struct repl *r, struct work *w)
 	case PROTO_OV_REPLY:
 		apply_ov_reply(r, m);
 		return;
+	case PROTO_READ_REQUEST:
+		peer_serve_read(r, m);
+		return;
 	default:
 		break;
 	}
@@ -868,6 +873,8 @@ struct repl *repl_create(const struct repl_params *p)
 	}
 	sm_init(&r->sm, p->cfg->fencing, p->cfg->on_io_error);
 	q.md_flags = p->md->sb.flags;
+	/* a peer this node fenced (fence.c) is known Outdated */
+	q.md_peer_flags = p->md->sb.peers[REPL_PEER_SLOT].flags;
 	if (peer_sm_do(r, &qa, NULL, 0) || peer_sm_do(r, &q, NULL, 0)) {
 		/* the state machine knows no other way in: take the md's
 		 * word for the disk */
@@ -879,11 +886,17 @@ struct repl *repl_create(const struct repl_params *p)
 	co.self = p->self;
 	co.data_bytes = p->data_bytes;
 	co.features = PROTO_F_DISCARD | PROTO_F_WRITE_ZEROES |
-		      PROTO_F_CSUM_RESYNC | PROTO_F_VERIFY;
+		      PROTO_F_CSUM_RESYNC | PROTO_F_VERIFY |
+		      PROTO_F_REMOTE_READ;
 	co.first_dial_ms = 200;
 	r->conn = conn_create(&co, &cbs, r);
 	if (!r->conn) {
 		err = errno;
+		goto out_free;
+	}
+	err = -fence_create(r);
+	if (err) {
+		conn_destroy(r->conn);
 		goto out_free;
 	}
 	return r;
@@ -930,6 +943,7 @@ void repl_stop(struct repl *r)
 	struct sm_req q = { .type = SM_REQ_DISCONNECT };
 
 	conn_stop(r->conn);	/* lost() aborted the resync */
+	peer_fail_reads(r);
 	pthread_mutex_lock(&r->lock);
 	repl_fail_all(r);
 	if (r->sm.conn != SM_CONN_STANDALONE)
@@ -952,6 +966,7 @@ void repl_destroy(struct repl *r)
 	if (!r)
 		return;
 	conn_destroy(r->conn);
+	fence_destroy(r);
 	if (r->wfd >= 0)
 		close(r->wfd);
 	pthread_cond_destroy(&r->work_cond);
@@ -963,6 +978,7 @@ void repl_destroy(struct repl *r)
 	pthread_mutex_destroy(&r->ival_lock);
 	ival_free(r->ival);
 	free(r->slots);
+	free(r->rreads);
 	free(r->scratch);
 	free(r);
 }

@@ -124,6 +124,30 @@ int repl_flush(struct repl *r, repl_done_fn done, void *arg, uint32_t cookie);
 void repl_app_completed(struct repl *r);
 
 /*
+ * Local disk failure (diskless.c; docs/replication.md, "Local disk
+ * failure"). repl_local_disk: may the data paths use the backing disk
+ * (false once it was detached)? Any thread, cheap.
+ */
+bool repl_local_disk(struct repl *r);
+/*
+ * A path's backing I/O @op on [@sector, +@nr_sectors) failed with @err.
+ * on-io-error detach: the disk is detached (Failed, then Diskless), and
+ * true says the caller serves the request through the peer instead;
+ * pass-on: false, the error goes to the application. Path threads.
+ */
+bool repl_io_error(struct repl *r, unsigned int op, uint64_t sector,
+		   uint32_t nr_sectors, int err);
+/*
+ * Read [@sector, +@len bytes) from the peer's disk into @buf (a node
+ * without a disk). 0: @done(@arg, @cookie, res) follows exactly once, after
+ * the data is in @buf (res 0) or with -errno; -ENOTCONN (no connected
+ * UpToDate peer), -EOPNOTSUPP (the peer cannot), -EAGAIN otherwise nothing
+ * was sent. Path threads.
+ */
+int repl_read(struct repl *r, uint64_t sector, uint32_t len, void *buf,
+	      repl_done_fn done, void *arg, uint32_t cookie);
+
+/*
  * duetctl primary / secondary: through sm_request(); on refusal -errno
  * and @why says why. Control thread.
  */

@@ -14,10 +14,12 @@
 
 #include "util.h"
 #include "xport.h"
+#include "xport_rdma.h"
 
 #define XPORT_REGISTERED_MAX 4
 
-static const struct xport_ops *const builtin[] = { &xport_tcp_ops };
+static const struct xport_ops *const builtin[] = { &xport_tcp_ops,
+						     &xport_rdma_ops };
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static const struct xport_ops *registered[XPORT_REGISTERED_MAX];

@@ -177,6 +177,10 @@ static const struct type_info {
 	[PROTO_PING_ACK] = { "PING_ACK", 0, 0 },
 	[PROTO_DISCONNECT] = { "DISCONNECT", sizeof(struct disconnect_wire),
 			       0 },
+	[PROTO_READ_REQUEST] = { "READ_REQUEST", sizeof(struct range_wire),
+				 0 },
+	[PROTO_READ_DATA] = { "READ_DATA", sizeof(struct block_wire),
+			      PROTO_DATA_MAX },
 };
 
 static bool type_valid(unsigned int type)
@@ -278,6 +282,7 @@ uint32_t proto_payload_len(const struct proto_msg *m)
 	case PROTO_DATA:
 		return m->data.op == PROTO_OP_WRITE ? m->data.length : 0;
 	case PROTO_RS_DATA:
+	case PROTO_READ_DATA:
 		return m->block.result ? 0 : m->block.length;
 	}
 	return 0;
@@ -494,14 +499,15 @@ static int check_block(unsigned int type, const struct proto_block *b,
 		       const struct proto_limits *lim, char *why, size_t wl)
 {
 	const char *t = types[type].name;
-	bool err = type == PROTO_RS_DATA || type == PROTO_OV_REPLY;
+	/* RS_DATA and READ_DATA: a block of data, or why there is none */
+	bool data = type == PROTO_RS_DATA || type == PROTO_READ_DATA;
+	bool err = data || type == PROTO_OV_REPLY;
 
 	if (check_errno(t, b->result, err, why, wl))
 		return -EBADMSG;
-	if (check_digest(t, b->digest_alg, b->digest, type != PROTO_RS_DATA,
-			 why, wl))
+	if (check_digest(t, b->digest_alg, b->digest, !data, why, wl))
 		return -EBADMSG;
-	if (b->result && type == PROTO_RS_DATA && b->digest_alg)
+	if (b->result && data && b->digest_alg)
 		return bad(why, wl, "%s: digest_alg must be none when result is set",
 			   t);
 	if ((type == PROTO_OV_REQUEST || b->result) &&
@@ -540,11 +546,13 @@ static int check_msg(const struct proto_msg *m, const struct proto_limits *lim,
 	case PROTO_RS_REQUEST:
 	case PROTO_RS_IN_SYNC:
 	case PROTO_RS_ACK:
+	case PROTO_READ_REQUEST:
 		return check_range(m->type, &m->range, lim, why, wl);
 	case PROTO_RS_DATA:
 	case PROTO_RS_CSUM:
 	case PROTO_OV_REQUEST:
 	case PROTO_OV_REPLY:
+	case PROTO_READ_DATA:
 		return check_block(m->type, &m->block, lim, why, wl);
 	case PROTO_BARRIER:
 		if (b->flags & ~PROTO_BF_FLUSH)
@@ -664,6 +672,7 @@ static void encode_fixed(const struct proto_msg *m, void *out)
 	case PROTO_RS_REQUEST:
 	case PROTO_RS_IN_SYNC:
 	case PROTO_RS_ACK:
+	case PROTO_READ_REQUEST:
 		w.range->sector = put_be64(m->range.sector);
 		w.range->length = put_be32(m->range.length);
 		w.range->result = put_be32(m->range.result);
@@ -672,6 +681,7 @@ static void encode_fixed(const struct proto_msg *m, void *out)
 	case PROTO_RS_CSUM:
 	case PROTO_OV_REQUEST:
 	case PROTO_OV_REPLY:
+	case PROTO_READ_DATA:
 		w.block->sector = put_be64(m->block.sector);
 		w.block->length = put_be32(m->block.length);
 		w.block->result = put_be32(m->block.result);
@@ -781,6 +791,7 @@ static int decode_fixed(unsigned int type, const void *in,
 	case PROTO_RS_REQUEST:
 	case PROTO_RS_IN_SYNC:
 	case PROTO_RS_ACK:
+	case PROTO_READ_REQUEST:
 		m->range.sector = get_be64(w.range->sector);
 		m->range.length = get_be32(w.range->length);
 		m->range.result = get_be32(w.range->result);
@@ -789,6 +800,7 @@ static int decode_fixed(unsigned int type, const void *in,
 	case PROTO_RS_CSUM:
 	case PROTO_OV_REQUEST:
 	case PROTO_OV_REPLY:
+	case PROTO_READ_DATA:
 		m->block.sector = get_be64(w.block->sector);
 		m->block.length = get_be32(w.block->length);
 		m->block.result = get_be32(w.block->result);
@@ -939,7 +951,7 @@ static int decode_body(const struct hdr_info *hi, const void *fixed,
 	return 0;
 }
 
-/* DATA and RS_DATA may carry a digest of their payload. */
+/* DATA, RS_DATA and READ_DATA may carry a digest of their payload. */
 static int check_payload(const struct proto_msg *m, char *why, size_t wl)
 {
 	uint8_t d[PROTO_DIGEST_MAX];
@@ -951,7 +963,7 @@ static int check_payload(const struct proto_msg *m, char *why, size_t wl)
 		alg = m->data.digest_alg;
 		want = m->data.digest;
 		sector = m->data.sector;
-	} else if (m->type == PROTO_RS_DATA) {
+	} else if (m->type == PROTO_RS_DATA || m->type == PROTO_READ_DATA) {
 		alg = m->block.digest_alg;
 		want = m->block.digest;
 		sector = m->block.sector;

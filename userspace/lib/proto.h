@@ -80,6 +80,8 @@ enum proto_type {
 	PROTO_PING,
 	PROTO_PING_ACK,
 	PROTO_DISCONNECT,	/* reason code and text; then close */
+	PROTO_READ_REQUEST,	/* a diskless node: read this from your disk */
+	PROTO_READ_DATA,	/* the answer: the data, or the errno */
 	PROTO_TYPE_END,
 };
 
@@ -89,7 +91,8 @@ enum proto_feature {
 	PROTO_F_WRITE_ZEROES = 1u << 1, /* DATA op WRITE_ZEROES */
 	PROTO_F_CSUM_RESYNC = 1u << 2,	/* RS_CSUM / RS_IN_SYNC */
 	PROTO_F_VERIFY = 1u << 3,	/* OV_REQUEST / OV_REPLY */
-	PROTO_F_ALL = (1u << 4) - 1,	/* what this build implements */
+	PROTO_F_REMOTE_READ = 1u << 4,	/* READ_REQUEST / READ_DATA */
+	PROTO_F_ALL = (1u << 5) - 1,	/* what this build implements */
 };
 
 /* Which end of the TCP connection a node is; part of the HMAC input. */
@@ -230,18 +233,18 @@ struct proto_data {
 	uint8_t digest[PROTO_DIGEST_MAX];	/* of the payload */
 };
 
-/* ACK_RECV, ACK_WRITE, RS_REQUEST, RS_IN_SYNC, RS_ACK. */
+/* ACK_RECV, ACK_WRITE, RS_REQUEST, RS_IN_SYNC, RS_ACK, READ_REQUEST. */
 struct proto_range {
 	uint64_t sector;	/* 512-byte sectors */
 	uint32_t length;	/* bytes, multiple of 512 */
 	uint32_t result;	/* 0 or errno (ACK_WRITE, RS_ACK) */
 };
 
-/* RS_DATA, RS_CSUM, OV_REQUEST, OV_REPLY. */
+/* RS_DATA, RS_CSUM, OV_REQUEST, OV_REPLY, READ_DATA. */
 struct proto_block {
 	uint64_t sector;	/* 512-byte sectors */
 	uint32_t length;	/* bytes, multiple of 512 */
-	uint32_t result;	/* 0 or errno (RS_DATA, OV_REPLY) */
+	uint32_t result;	/* 0 or errno (RS_DATA, OV_REPLY, READ_DATA) */
 	uint8_t digest_alg;	/* enum proto_digest */
 	uint8_t digest[PROTO_DIGEST_MAX];
 };

@@ -1,0 +1,176 @@
+#!/bin/bash
+# Replication over the RDMA transport (`transport rdma;`), soft RoCE (rxe)
+# in the guest. Two nodes in one guest, both in the initial network
+# namespace (6.12's rxe works only there), on the two ends of a veth pair
+# with an rxe device on each end. Policy routing sends traffic between
+# the two local addresses out through the veth instead of `lo`, so every
+# packet crosses rxa -> va -> vb -> rxb (checked with the rxe and veth
+# counters). Then, as t_repl_basic / t_repl_linkcut do over TCP:
+#  - status says transport rdma; primary --force runs the full initial
+#    sync (resync bytes = device size), data areas identical;
+#  - fio --verify through the primary's /dev/ublkbN, protocol C; identical;
+#  - link cut (every packet dropped) during writes: the loss is seen, the
+#    bitmap holds exactly the outage's writes; link back: the resync copies
+#    only them; identical;
+#  - secondary killed (-9) while the primary writes on, restarted: resync
+#    of what it missed, identical.
+# timeout: 300
+set -uo pipefail
+# shellcheck source=tests/vm/lib.sh
+. "$(dirname "$0")/lib.sh"
+vm_run_self --mem 1024 --cpus 2 --timeout 280 -- "$@"
+
+# ---- in the guest from here on
+set -e
+# shellcheck source=tests/integration/lib.sh
+. "$VM_TOP/tests/integration/lib.sh"
+require_bin duetctl duetd
+require_cmd fio jq sha256sum ip rdma tc
+cd "$T"
+
+MiB=$((1 << 20))
+IPA=10.12.0.1 IPB=10.12.0.2
+
+# rxe on both ends of a veth pair, in the initial namespace. Locally
+# generated packets for the other end's address go out through the veth
+# (rules for iif lo, ahead of the local table); what arrives on the veth
+# is delivered locally (accept_local, no reverse-path filter).
+rxe_pair() {
+	vm_modprobe rdma_rxe rdma_ucm ib_uverbs || return 1
+	ip link add va type veth peer name vb &&
+		ip addr add $IPA/24 dev va && ip addr add $IPB/24 dev vb &&
+		ip link set va up && ip link set vb up || return 1
+	for d in va vb all default; do
+		sysctl -qw net.ipv4.conf.$d.accept_local=1 \
+			net.ipv4.conf.$d.rp_filter=0 || return 1
+	done
+	ip rule add pref 10 iif lo to $IPB lookup 100 &&
+		ip rule add pref 11 iif lo to $IPA lookup 101 &&
+		ip rule add pref 100 lookup local &&
+		ip rule del pref 0 lookup local &&
+		ip route add $IPB dev va src $IPA table 100 &&
+		ip route add $IPA dev vb src $IPB table 101 &&
+		rdma link add rxa type rxe netdev va &&
+		rdma link add rxb type rxe netdev vb
+}
+# The link cut drops every packet on both veth ends (netem): the peer
+# vanishes without a word, as when a cable is pulled between two hosts.
+# (Taking va down is no cut here: the kernel then routes between the two
+# local addresses through `lo` and rxe reconnects over its loopback. With
+# a fallback route making the address unreachable meanwhile, the loss was
+# seen at once (port error), but after va came back rxa sent no packet at
+# all, not even an answer to beta's connect requests, and the pair never
+# reconnected: 6.12's rxe, not duet, as far as we could tell.)
+link_cut() {
+	tc qdisc add dev va root netem loss 100% &&
+		tc qdisc add dev vb root netem loss 100%
+}
+link_mend() { tc qdisc del dev va root && tc qdisc del dev vb root; }
+rxe_pair || fail "cannot set up rxe on a veth pair"
+on_exit '{ rdma link del rxa; rdma link del rxb; ip link del va; } >/dev/null 2>&1'
+[ "$(ip route get $IPB | awk '{print $3; exit}')" = va ] ||
+	fail "traffic to $IPB would not leave through va: $(ip route get $IPB)"
+counter() { cat "/sys/class/infiniband/$1/ports/1/hw_counters/$2"; }
+
+mkdir -p "$T/ra" "$T/rb"
+A() { "$DUETCTL" --node alpha --run-dir "$T/ra" "$@"; }
+B() { "$DUETCTL" --node beta --run-dir "$T/rb" "$@"; }
+on_exit 'A down r0 >/dev/null 2>&1; B down r0 >/dev/null 2>&1'
+status() { "$1" status r0 --json | jq -r "$2"; }
+field_is() { [ "$(status "$1" "$2" 2>/dev/null)" = "$3" ]; }
+field_ne() { [ "$(status "$1" "$2" 2>/dev/null)" != "$3" ]; }
+synced() {
+	field_is A .state \
+		"Primary/Secondary UpToDate/UpToDate Connected Established"
+}
+data_sha() {
+	head -c "$(status A .data_bytes)" "$1" | sha256sum | cut -d' ' -f1
+}
+same_data() {
+	assert_eq "$(data_sha "$T/alpha.img")" "$(data_sha "$T/beta.img")" \
+		"data areas $1"
+}
+last_resync() {
+	grep 'resync to beta done' "$T/ra/r0.log" | tail -1 |
+		sed 's/.*done: \([0-9]*\) bytes.*/\1/'
+}
+# write_alone MIB AT: MIB MiB of random data at 1 MiB steps from AT MiB
+write_alone() {
+	local i
+	for ((i = 0; i < $1; i++)); do
+		dd if=/dev/urandom of="$adev" bs=1M count=1 seek=$(($2 + 2 * i)) \
+			oflag=direct status=none || fail "write $i during the outage"
+	done
+}
+
+mk_sparse "$T/alpha.img" 64M
+mk_sparse "$T/beta.img" 64M
+write_resource r0 transport=rdma alpha_addr=$IPA:7789 beta_addr=$IPB:7789 \
+	extra='queues = 2; queue-depth = 32; resync-rate = "1G";
+ping-interval = 500; connect-timeout = 2000;
+reconnect-min = 100; reconnect-max = 500;'
+expect_rc 0 A create-md r0 --force
+expect_rc 0 B create-md r0 --force
+
+step "up over rdma; primary --force runs the full initial sync"
+expect_rc 0 A up r0
+expect_rc 0 B up r0
+wait_until 30 field_is A .connection Connected ||
+	fail "not connected: $(status A .replication_stats.last_error)"
+assert_eq "$(status A .replication_stats.transport)" rdma "alpha's transport"
+assert_eq "$(status B .replication_stats.transport)" rdma "beta's transport"
+pkts0=$(counter rxb rcvd_pkts)
+expect_rc 0 A primary r0 --force
+wait_until 120 synced || fail "initial sync did not end: $(status A .state)"
+data=$(status A .data_bytes)
+assert_eq "$(last_resync)" "$data" "initial sync bytes = device size"
+same_data "after the initial sync"
+# 64 MiB in RoCE packets of at most 4 KiB: the sync went through rxb
+pkts=$(($(counter rxb rcvd_pkts) - pkts0))
+[ "$pkts" -ge $((data / 4096)) ] ||
+	fail "rxb received $pkts packets for a $data-byte sync"
+vbytes=$(ip -s -j link show vb | jq '.[0].stats64.rx.bytes')
+[ "$vbytes" -ge "$data" ] || fail "vb received only $vbytes bytes"
+echo "rxb: $pkts packets in; vb: $vbytes bytes in"
+
+step "protocol C: fio --verify through the primary"
+adev=$(status A .device)
+[ -b "$adev" ] || fail "no device: $adev"
+sent0=$(status A .replication_stats.wire_bytes_sent)
+run fio --name=verify --filename="$adev" --ioengine=io_uring --direct=1 \
+	--rw=randwrite --bsrange=4k-256k --iodepth=16 --numjobs=2 \
+	--size=24M --offset_increment=28M --io_size=8M --verify=crc32c \
+	--do_verify=1 --verify_fatal=1 --group_reporting
+[ "$RC" -eq 0 ] || fail "fio verify failed (exit $RC)"
+assert_contains "$OUT" "err= 0" "fio error count"
+assert_eq "$(status A .replication_stats.not_acked)" 0 "unacknowledged writes"
+assert_eq "$(status A .bitmap.dirty_bytes)" 0 "bitmap while connected"
+[ "$(status B .replication_stats.applied_bytes)" -ge $((16 * MiB)) ] ||
+	fail "beta applied $(status B .replication_stats.applied_bytes) bytes"
+[ $(($(status A .replication_stats.wire_bytes_sent) - sent0)) -ge \
+	$((16 * MiB)) ] || fail "the writes did not go over the rdma link"
+same_data "after fio"
+
+step "link cut during writes: only the outage's writes are resynced"
+dd if=/dev/urandom of="$adev" bs=1M count=2 oflag=direct status=none
+link_cut || fail "cannot cut the link"
+write_alone 3 8
+wait_until 10 field_ne A .connection Connected || fail "loss not seen"
+echo "alpha: $(status A .replication_stats.last_error)"
+assert_eq "$(status A .bitmap.dirty_bytes)" $((3 * MiB)) "bitmap after the outage"
+link_mend || fail "cannot mend the link"
+wait_until 60 synced || fail "no resync after the link came back: $(status A .state) $(status A .replication_stats.last_error)"
+assert_eq "$(last_resync)" $((3 * MiB)) "resynced bytes = outage writes"
+same_data "after the link cut"
+
+step "secondary killed (-9) while the primary writes, restarted"
+kill -9 "$(status B .pid)"
+write_alone 4 30
+wait_until 10 field_ne A .connection Connected || fail "loss not seen"
+assert_eq "$(status A .bitmap.dirty_bytes)" $((4 * MiB)) "bitmap while beta is down"
+expect_rc 0 B up r0
+wait_until 60 synced || fail "no resync after beta's restart: $(status A .state)"
+assert_eq "$(last_resync)" $((4 * MiB)) "resynced bytes = writes beta missed"
+assert_eq "$(status A .replication_stats.transport)" rdma "transport after it all"
+same_data "after the secondary's restart"
+pass
