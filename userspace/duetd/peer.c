@@ -899,6 +899,14 @@ static void verify_target_begin(struct repl *r)
 	event(r, "verify-started");
 }
 
+void peer_rs_done(struct repl *r, const struct proto_msg *m)
+{
+	pthread_mutex_lock(&r->lock);
+	if (r->sync_target)
+		finish_target(r, m);
+	pthread_mutex_unlock(&r->lock);
+}
+
 static void on_rs_done(struct repl *r, const struct proto_msg *m)
 {
 	pthread_mutex_lock(&r->lock);
@@ -978,7 +986,14 @@ void peer_frame(void *arg, const struct proto_msg *m,
 		pthread_mutex_unlock(&r->lock);
 		break;
 	case PROTO_RS_DONE:
-		/* after the worker applied every block before it */
+		pthread_mutex_lock(&r->lock);
+		res = m->rs_done.kind == PROTO_RS_KIND_RESYNC && r->sync_target;
+		pthread_mutex_unlock(&r->lock);
+		if (res) {
+			/* the worker makes every block durable first */
+			repl_queue_work(r, m, NULL);
+			break;
+		}
 		on_rs_done(r, m);
 		break;
 	case PROTO_BITMAP:

@@ -126,7 +126,14 @@ struct repl {
 	uint64_t rs_total;	/* bytes out of sync when it began */
 	uint64_t rs_target_bytes; /* target: bytes written */
 	uint64_t rs_target_same;  /* target: of those, found identical */
-	uint64_t rs_since_sync;	/* target: since the bitmap was persisted */
+	/* target, apply worker only: blocks written since the last flush,
+	 * their bits still set (repl_rs_flush) */
+	struct rs_pend {
+		uint64_t sector, nr;
+	} *rs_pend;
+	uint32_t rs_pend_n, rs_pend_cap;
+	uint64_t rs_pend_bytes;
+	uint64_t rs_pend_gen;	/* the connection those blocks came on */
 	time_t rs_last_sync;	/* target: CLOCK_MONOTONIC s of that */
 	time_t rs_started;
 	uint64_t resyncs_done;
@@ -201,6 +208,11 @@ void peer_event(struct repl *r, const char *what, const char *reason,
 void peer_begin_sync(struct repl *r, enum uuid_verdict v);
 /* Lock held: the source's resync thread, if due and not paused. */
 void peer_start_source(struct repl *r);
+/* Worker: make the resync target's written blocks durable, then clear
+ * their bits and persist the bitmap. */
+void repl_rs_flush(struct repl *r);
+/* Worker: RS_DONE of a resync we are the target of (after the flush). */
+void peer_rs_done(struct repl *r, const struct proto_msg *m);
 /* Worker: W_BM_SEND. */
 void peer_send_bitmap(struct repl *r, struct work *w);
 /* Queue W_BM_SEND for the current connection. Any thread. */

@@ -471,15 +471,13 @@ static void send_barrier_ack(struct repl *r, const struct proto_msg *m)
 			r->p.cfg->name);
 }
 
-/*
- * One frame, in arrival order. Writes run one at a time, so every write of
- * epoch N is done before any of N+1 starts, and overlapping writes land in
- * the primary's order.
- */
 static void rs_block_clean(struct repl *r, uint64_t sector, uint32_t len,
 			   bool same);
 
-/* Target: one resync block, written durably, then its bits cleared. */
+/*
+ * Target: one resync block, written (not yet durably: see rs_block_clean
+ * for when its bits go), acknowledged at once.
+ */
 static void apply_rs_data(struct repl *r, const struct proto_msg *m,
 			  const void *payload)
 {
@@ -490,7 +488,6 @@ static void apply_rs_data(struct repl *r, const struct proto_msg *m,
 	d.data.sector = b->sector;
 	d.data.length = b->length;
 	d.data.op = PROTO_OP_WRITE;
-	d.data.flags = PROTO_DF_FUA;	/* durable before the bits go */
 	d.data.digest_alg = b->digest_alg;
 	memcpy(d.data.digest, b->digest, sizeof(d.data.digest));
 	ret = b->result ? -(int)b->result : apply_data(r, &d, payload);
@@ -528,17 +525,81 @@ static int digest_block(struct repl *r, uint64_t sector, uint32_t len,
 	return proto_digest(alg, r->scratch, len, dg);
 }
 
-/* The target's bits of a block it now holds: cleared, and persisted as
- * the source does (every RESYNC_SYNC_BYTES or second). Worker. */
+/*
+ * The target's blocks written since the last flush: their bits are cleared
+ * only once fdatasync() has made them durable, and only then may the
+ * bitmap pages that say so be written (a page written first would call a
+ * block clean that a power loss takes back). One flush per
+ * RESYNC_SYNC_BYTES or second, not one per block. Worker.
+ */
+void repl_rs_flush(struct repl *r)
+{
+	struct bm *bm;
+
+	if (!r->rs_pend_n)
+		return;
+	if (r->rs_pend_gen != __atomic_load_n(&r->conn_gen, __ATOMIC_ACQUIRE)) {
+		/*
+		 * That connection is gone: this node may have been promoted
+		 * since and marked some of those blocks for the peer. Their
+		 * bits stay set; the next resync sends them again.
+		 */
+		r->rs_pend_n = 0;
+		r->rs_pend_bytes = 0;
+		return;
+	}
+	if (fdatasync(r->wfd)) {
+		int err = errno;
+
+		/* the bits stay set: those blocks are resynced again */
+		log_err("%s: resync target: flushing %llu bytes: %s",
+			r->p.cfg->name, (unsigned long long)r->rs_pend_bytes,
+			strerror(err));
+		r->rs_pend_n = 0;
+		r->rs_pend_bytes = 0;
+		conn_disconnect(r->conn, PROTO_DISC_IO_ERROR,
+				"resync target cannot flush its disk");
+		return;
+	}
+	bm = meta_lock_bm(r->p.meta);
+	for (uint32_t i = 0; i < r->rs_pend_n; i++)
+		bm_clear_range(bm, r->rs_pend[i].sector, r->rs_pend[i].nr);
+	meta_unlock_bm(r->p.meta);
+	r->rs_pend_n = 0;
+	r->rs_pend_bytes = 0;
+	meta_sync_bm(r->p.meta);
+}
+
+/* A block the target now holds (written, or found identical): count it,
+ * and clear its bits at the next flush. Worker. */
 static void rs_block_clean(struct repl *r, uint64_t sector, uint32_t len,
 			   bool same)
 {
 	struct timespec now;
-	struct bm *bm;
+	bool due;
 
-	bm = meta_lock_bm(r->p.meta);
-	bm_clear_range(bm, sector, len >> SECTOR_SHIFT);
-	meta_unlock_bm(r->p.meta);
+	if (r->stale)
+		return;	/* a block of a lost connection: its bits stay set */
+	if (r->rs_pend_n && r->rs_pend_gen != r->worker_gen)
+		repl_rs_flush(r);	/* drops the old connection's blocks */
+	r->rs_pend_gen = r->worker_gen;
+	if (r->rs_pend_n == r->rs_pend_cap) {
+		uint32_t cap = r->rs_pend_cap ? 2 * r->rs_pend_cap : 64;
+		void *p = realloc(r->rs_pend, cap * sizeof(*r->rs_pend));
+
+		if (!p) {
+			repl_rs_flush(r);	/* makes room */
+		} else {
+			r->rs_pend = p;
+			r->rs_pend_cap = cap;
+		}
+	}
+	if (r->rs_pend_n < r->rs_pend_cap) {
+		r->rs_pend[r->rs_pend_n].sector = sector;
+		r->rs_pend[r->rs_pend_n].nr = len >> SECTOR_SHIFT;
+		r->rs_pend_n++;
+		r->rs_pend_bytes += len;
+	}
 	pthread_mutex_lock(&r->lock);
 	r->rs_target_bytes += len;
 	r->rs_bytes_total += len;
@@ -546,15 +607,14 @@ static void rs_block_clean(struct repl *r, uint64_t sector, uint32_t len,
 		r->rs_target_same += len;
 		r->rs_same_total += len;
 	}
-	r->rs_since_sync += len;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (r->rs_since_sync >= RESYNC_SYNC_BYTES ||
-	    now.tv_sec != r->rs_last_sync) {
-		r->rs_since_sync = 0;
+	due = r->rs_pend_bytes >= RESYNC_SYNC_BYTES ||
+	      now.tv_sec != r->rs_last_sync;
+	if (due)
 		r->rs_last_sync = now.tv_sec;
-		meta_sync_bm(r->p.meta);
-	}
 	pthread_mutex_unlock(&r->lock);
+	if (due)
+		repl_rs_flush(r);
 }
 
 /*
@@ -678,6 +738,12 @@ static void apply(struct repl *r, struct work *w)
 		return;
 	case PROTO_OV_REPLY:
 		apply_ov_reply(r, m);
+		return;
+	case PROTO_RS_DONE:
+		/* every RS_DATA before it is applied: make them durable */
+		repl_rs_flush(r);
+		if (!r->stale)
+			peer_rs_done(r, m);
 		return;
 	case PROTO_READ_REQUEST:
 		peer_serve_read(r, m);
@@ -980,5 +1046,6 @@ void repl_destroy(struct repl *r)
 	free(r->slots);
 	free(r->rreads);
 	free(r->scratch);
+	free(r->rs_pend);
 	free(r);
 }
