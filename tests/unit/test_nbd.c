@@ -468,6 +468,20 @@ static void test_large_and_zeroes(void **state)
 	/* TRIM accepted (contents afterwards are unspecified). */
 	cl_req(fd, CMD_TRIM, 0, 6, off, big, NULL);
 	assert_int_equal(cl_reply(fd, 6), 0);
+
+	/* A 32 MiB write (the largest payload, twice NBD_BIG_BUDGET) is
+	 * admitted alone rather than waiting for room forever. */
+	{
+		const uint32_t huge = 32u << 20;
+		uint8_t *h = malloc(huge);
+
+		assert_non_null(h);
+		fill(h, huge, 9);
+		cl_req(fd, CMD_WRITE, 0, 7, 0, huge, h);
+		assert_int_equal(cl_reply(fd, 7), 0);
+		check_backing(f, 0, h, huge);
+		free(h);
+	}
 	close(fd);
 	free(w);
 	free(r);

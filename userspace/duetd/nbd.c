@@ -690,7 +690,8 @@ static bool take_request(struct nbd_server *s, unsigned int ci)
 	if (v == NBDP_REQ_OK || v == NBDP_REQ_ERROR) {
 		/* Room first; the header stays in rx until there is. */
 		if (c->inflight >= s->p.conn_depth || s->free_slot < 0 ||
-		    (big && s->big_bytes + r.length > NBD_BIG_BUDGET)) {
+		    (big && s->big_bytes &&
+		     s->big_bytes + r.length > NBD_BIG_BUDGET)) {
 			c->blocked = true;
 			return false;
 		}

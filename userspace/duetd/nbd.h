@@ -27,7 +27,8 @@
  *
  * Bounds: max_conns clients (more are accepted and closed at once), depth
  * requests in flight over all of them and conn_depth per client; request
- * buffers above piece_bytes count against NBD_BIG_BUDGET. A client waiting
+ * buffers above piece_bytes count against NBD_BIG_BUDGET (one is admitted
+ * alone whatever its size, up to max_payload). A client waiting
  * for any of these is not read (TCP pushes back on it). A client has
  * hs_timeout_s to finish its handshake.
  */
@@ -43,11 +44,17 @@
 #include "path.h"
 
 #define NBD_MAX_CONNS 16
-#define NBD_DEPTH 64
+#define NBD_DEPTH 32
 #define NBD_CONN_DEPTH 32
 #define NBD_HS_TIMEOUT_S 30
-/* Bytes of request buffers larger than piece_bytes, all clients. */
-#define NBD_BIG_BUDGET (96u << 20)
+/*
+ * Bytes of request buffers larger than piece_bytes, all clients; one such
+ * request is admitted alone even when it is larger (up to max_payload).
+ * With NBD_DEPTH buffers of max-io this bounds the export's request memory
+ * (32 x 512 KiB + 32 MiB at the defaults, for a replicated daemon's 64 MiB
+ * budget).
+ */
+#define NBD_BIG_BUDGET (16u << 20)
 
 struct nbd_params {
 	/*
