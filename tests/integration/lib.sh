@@ -427,3 +427,12 @@ netns_del() {
 	fi
 	ip netns del "$ns"
 }
+
+# proc_gone PID: the process has exited: no such process, or a zombie whose
+# other threads have exited too (until then they hold its files, sockets
+# included). For wait_until after a kill -9.
+proc_gone() {
+	! kill -0 "$1" 2>/dev/null && return 0
+	grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat" 2>/dev/null &&
+		[ "$(ls "/proc/$1/task" 2>/dev/null | wc -l)" -le 1 ]
+}

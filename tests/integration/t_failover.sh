@@ -35,19 +35,12 @@ data=$(status A .data_bytes)
 run qemu-io -f raw "$NA" -c "write -P 0x11 0 8M"
 assert_eq "$RC" 0 "writes through alpha"
 
-# gone PID: the process has exited: no such process, or a zombie whose
-# other threads are gone too (until then they hold its sockets)
-gone() {
-	! kill -0 "$1" 2>/dev/null && return 0
-	grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat" 2>/dev/null &&
-		[ "$(ls "/proc/$1/task" 2>/dev/null | wc -l)" -le 1 ]
-}
 # crash NODE: kill -9 its daemon and wait until it is dead
 crash() {
 	local pid
 	pid=$(status "$1" .pid)
 	kill -9 "$pid"
-	wait_until 10 gone "$pid" || fail "$1's duetd ($pid) survived kill -9"
+	wait_until 10 proc_gone "$pid" || fail "$1's duetd ($pid) survived kill -9"
 }
 
 # beta_synced: beta Primary, both UpToDate, Established

@@ -170,8 +170,8 @@ static void test_minimal_defaults(void **state)
 	assert_int_equal(res.al_extents, 1237);
 	assert_int_equal(res.io_engine, CFG_ENGINE_URING);
 	assert_int_equal(res.queues, 1);
-	assert_int_equal(res.queue_depth, 128);
-	assert_int_equal(res.max_io_bytes, 512 << 10);
+	assert_int_equal(res.queue_depth, 64);
+	assert_int_equal(res.max_io_bytes, 256 << 10);
 	assert_int_equal(res.logical_block_size, 512);
 	assert_int_equal(res.physical_block_size, 4096);
 	assert_true(res.discard);
@@ -278,7 +278,7 @@ static void test_round_trip(void **state)
 	cfg_print(&res, f);
 	assert_int_equal(fclose(f), 0);
 	assert_non_null(strstr(out, "resync-rate = \"100M\";"));
-	assert_non_null(strstr(out, "max-io = \"512K\";"));
+	assert_non_null(strstr(out, "max-io = \"256K\";"));
 	assert_non_null(strstr(out, "al-extents = 1237;"));
 	assert_non_null(strstr(out, "ublk-id = -1;"));
 	assert_non_null(strstr(out, "verify-alg = \"crc32c\";"));

@@ -13,7 +13,10 @@
 #    bitmap holds exactly the outage's writes; link back: the resync copies
 #    only them; identical;
 #  - secondary killed (-9) while the primary writes on, restarted: resync
-#    of what it missed, identical.
+#    of what it missed, identical;
+#  - failover: primary killed (-9), the secondary promoted writes on, the
+#    old primary restarted comes back as Secondary over rdma and resyncs
+#    the new primary's writes (plus its own hot extents, at most), identical.
 # timeout: 300
 set -uo pipefail
 # shellcheck source=tests/vm/lib.sh
@@ -171,6 +174,31 @@ assert_eq "$(status A .bitmap.dirty_bytes)" $((4 * MiB)) "bitmap while beta is d
 expect_rc 0 B up r0
 wait_until 60 synced || fail "no resync after beta's restart: $(status A .state)"
 assert_eq "$(last_resync)" $((4 * MiB)) "resynced bytes = writes beta missed"
-assert_eq "$(status A .replication_stats.transport)" rdma "transport after it all"
 same_data "after the secondary's restart"
+
+step "failover: primary killed (-9), beta promoted, alpha returns as Secondary"
+apid=$(status A .pid)
+kill -9 "$apid"
+wait_until 10 field_ne B .connection Connected || fail "beta did not notice"
+assert_eq "$(status B .disk)" UpToDate "beta's disk after losing the Primary"
+expect_rc 0 B primary r0
+bdev=$(status B .device)
+for ((i = 0; i < 5; i++)); do
+	dd if=/dev/urandom of="$bdev" bs=1M count=1 seek=$((40 + 2 * i)) \
+		oflag=direct status=none || fail "write $i through beta"
+done
+assert_eq "$(status B .bitmap.dirty_bytes)" $((5 * MiB)) "beta's bitmap"
+wait_until 10 proc_gone "$apid" || fail "alpha's daemon survived kill -9"
+expect_rc 0 A up r0
+beta_synced() {
+	field_is B .state "Primary/Secondary UpToDate/UpToDate Connected Established"
+}
+wait_until 60 beta_synced || fail "no resync after alpha's return: $(status B .state)"
+assert_eq "$(status A .role)" Secondary "alpha's role after its return"
+got=$(grep 'resync to alpha done' "$T/rb/r0.log" | tail -1 |
+	sed 's/.*done: \([0-9]*\) bytes.*/\1/')
+[ "$got" -ge $((5 * MiB)) ] && [ "$got" -lt "$data" ] ||
+	fail "resynced $got bytes to alpha (beta wrote 5 MiB; device $data)"
+assert_eq "$(status B .replication_stats.transport)" rdma "transport after it all"
+same_data "after the failover"
 pass

@@ -476,7 +476,11 @@ static int start_nbd(struct daemon *d)
 	np.size = d->md.sb.data_bytes;
 	np.min_block = d->cfg->logical_block_size;
 	np.pref_block = d->cfg->physical_block_size;
-	np.piece_bytes = d->cfg->max_io_bytes;
+	/* pieces of 1 MiB at least (the largest DATA frame): a 1 MiB write
+	 * is one replicated round trip, not several one after the other */
+	np.piece_bytes = d->cfg->max_io_bytes > NBD_PIECE_MIN ?
+				 d->cfg->max_io_bytes :
+				 NBD_PIECE_MIN;
 	np.trim = d->cfg->discard;
 	np.path_id = META_MAX_QUEUES - 1;
 	np.eng = eng_find(d->cfg->io_engine);

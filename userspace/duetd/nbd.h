@@ -51,10 +51,11 @@
  * Bytes of request buffers larger than piece_bytes, all clients; one such
  * request is admitted alone even when it is larger (up to max_payload).
  * With NBD_DEPTH buffers of max-io this bounds the export's request memory
- * (32 x 512 KiB + 32 MiB at the defaults, for a replicated daemon's 64 MiB
- * budget).
+ * (32 x 1 MiB + 32 MiB at most, for a replicated daemon's 64 MiB budget).
  */
-#define NBD_BIG_BUDGET (16u << 20)
+#define NBD_BIG_BUDGET (8u << 20)
+/* The daemon's piece size for the export: max-io, but at least this. */
+#define NBD_PIECE_MIN (1u << 20)
 
 struct nbd_params {
 	/*
