@@ -253,6 +253,50 @@ static int h_secondary(void *arg, json_t *req, json_t *resp)
 	return h_role(arg, req, resp, false);
 }
 
+/*
+ * duetctl adjust: read the resource file again and take the adjustable keys
+ * that changed (cfg_adjust); refused, changing nothing, if any other key
+ * changed. Numbers and enums are read by other threads without a lock and
+ * take effect where they are next read (the next resync, connection
+ * attempt, handler run, policy decision); the connection's timers are
+ * re-armed at once.
+ */
+static int h_adjust(void *arg, json_t *req, json_t *resp)
+{
+	struct daemon *d = arg;
+	char path[PATH_MAX], why[768], changed[512];
+	struct cfg_resource *next;
+	struct repl *r;
+	int ret;
+
+	(void)req;
+	ret = cfg_resource_path(d->config_dir, d->res, path, sizeof(path));
+	if (ret)
+		return ctl_error(resp, ret, "no configuration for %s in %s",
+				 d->res, d->config_dir);
+	next = calloc(1, sizeof(*next));
+	if (!next)
+		return ctl_error(resp, -ENOMEM, "out of memory");
+	if (cfg_load_file(path, next, why, sizeof(why))) {
+		free(next);
+		return ctl_error(resp, -EINVAL, "%s", why);
+	}
+	pthread_mutex_lock(&d->lock);
+	ret = cfg_adjust(d->cfg, next, changed, sizeof(changed), why,
+			 sizeof(why));
+	r = ret ? NULL : d->repl;
+	pthread_mutex_unlock(&d->lock);
+	free(next);
+	if (ret)
+		return ctl_error(resp, ret, "%s", why);
+	if (r)
+		repl_adjust(r);
+	if (changed[0])
+		log_notice("%s: adjusted: %s", d->res, changed);
+	json_object_set_new(resp, "changed", json_string(changed));
+	return 0;
+}
+
 static int h_verify(void *arg, json_t *req, json_t *resp)
 {
 	struct daemon *d = arg;
@@ -319,6 +363,8 @@ static int start_ctl(struct daemon *d)
 		ret = ctl_register(d->ctl, "secondary", h_secondary, d);
 	if (!ret)
 		ret = ctl_register(d->ctl, "verify", h_verify, d);
+	if (!ret)
+		ret = ctl_register(d->ctl, "adjust", h_adjust, d);
 	if (!ret)
 		ret = ctl_register(d->ctl, "new-current-uuid",
 				   h_new_current_uuid, d);

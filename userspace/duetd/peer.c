@@ -1218,6 +1218,16 @@ out:
 	return ret;
 }
 
+void repl_adjust(struct repl *r)
+{
+	conn_adjust(r->conn, r->p.cfg);
+	pthread_mutex_lock(&r->lock);
+	if (r->rs)
+		resync_set_rate(r->rs, r->p.cfg->resync_rate,
+				r->p.cfg->resync_min_rate);
+	pthread_mutex_unlock(&r->lock);
+}
+
 /* The "verify" object: the running one, or the last one, or null. */
 static void verify_status(struct repl *r, json_t *o)
 {

@@ -169,6 +169,10 @@ int repl_new_current_uuid(struct repl *r, bool clear_bitmap, char *why,
  */
 int repl_verify(struct repl *r, char *why, size_t why_len);
 
+/* duetctl adjust changed the resource's adjustable keys: re-arm what
+ * caches them (the connection's timers). Control thread. */
+void repl_adjust(struct repl *r);
+
 /* Add "role", "peer_role", "connection", "disk", ... to @o. */
 void repl_status(struct repl *r, json_t *o);
 

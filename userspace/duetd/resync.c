@@ -106,6 +106,7 @@ struct resync {
 	uint64_t since_sync;
 	uint64_t last_sync_ns;
 	uint64_t limit_bps;
+	struct rs_rate rate;	/* the controller (under lock) */
 	/* rate over a sliding window */
 	uint64_t win_start_ns, win_bytes, rate_bps;
 };
@@ -490,14 +491,14 @@ static int next_verify(struct resync *rs, uint64_t *start, uint64_t *nr)
 static void *resync_main(void *arg)
 {
 	struct resync *rs = arg;
-	struct rs_rate rate;
+	struct rs_rate *rate = &rs->rate;
 	uint64_t cursor = 0, start, nr;
 	bool rescanned = false;
 	struct bm *bm;
 	int ret, err = 0;
 
-	rs_rate_init(&rate, rs->p.max_bps, rs->p.min_bps, now_ns());
 	pthread_mutex_lock(&rs->lock);
+	rs_rate_init(rate, rs->p.max_bps, rs->p.min_bps, now_ns());
 	rs->last_sync_ns = rs->win_start_ns = now_ns();
 	while (!rs->stop && !rs->error) {
 		unsigned int i;
@@ -521,7 +522,7 @@ static void *resync_main(void *arg)
 				pthread_cond_wait(&rs->cond, &rs->lock);
 				continue;
 			}
-			if (!pace(rs, &rate, (uint32_t)(nr << SECTOR_SHIFT)))
+			if (!pace(rs, rate, (uint32_t)(nr << SECTOR_SHIFT)))
 				break;
 			ret = send_block(rs, i, start, nr);
 			if (ret && ret != -ECANCELED && !rs->error)
@@ -573,7 +574,7 @@ static void *resync_main(void *arg)
 				nr = b->sector - start;
 		}
 		cursor = start + nr;
-		if (!pace(rs, &rate, (uint32_t)(nr << SECTOR_SHIFT)))
+		if (!pace(rs, rate, (uint32_t)(nr << SECTOR_SHIFT)))
 			break;
 		ret = send_block(rs, i, start, nr);
 		if (ret && ret != -ECANCELED && !rs->error)
@@ -650,6 +651,21 @@ void resync_free(struct resync *rs)
 	pthread_cond_destroy(&rs->cond);
 	pthread_mutex_destroy(&rs->lock);
 	free(rs);
+}
+
+void resync_set_rate(struct resync *rs, uint64_t max_bps, uint64_t min_bps)
+{
+	pthread_mutex_lock(&rs->lock);
+	rs->rate.max_bps = max_bps ? max_bps : 1;
+	rs->rate.min_bps = min_bps > rs->rate.max_bps ? rs->rate.max_bps :
+							 min_bps;
+	if (!rs->rate.min_bps)
+		rs->rate.min_bps = 1;
+	if (rs->rate.cur_bps > rs->rate.max_bps)
+		rs->rate.cur_bps = rs->rate.max_bps;
+	/* a pace() waiting on the old rate looks again */
+	pthread_cond_broadcast(&rs->cond);
+	pthread_mutex_unlock(&rs->lock);
 }
 
 void resync_get_info(struct resync *rs, struct resync_info *out)

@@ -127,6 +127,9 @@ void resync_verify_reply(struct resync *rs, const struct proto_msg *m,
 /* Stop at once (the connection is gone, or shutting down): blocks in
  * flight keep their bits. Any thread. */
 void resync_abort(struct resync *rs);
+/* duetctl adjust: new resync-rate / resync-min-rate, from the next block
+ * on. Any thread. */
+void resync_set_rate(struct resync *rs, uint64_t max_bps, uint64_t min_bps);
 /* Join the thread (after done() or resync_abort) and free. NULL is fine. */
 void resync_free(struct resync *rs);
 

@@ -1107,6 +1107,72 @@ bool cfg_key_adjustable(const char *key)
 	return k && (k->flags & K_ADJUST);
 }
 
+/*
+ * Keys of @t (prefix @pfx) that are (@adjustable) or are not adjustable and
+ * whose fields differ between @a and @b: their names appended to @out,
+ * space-separated, and, when adjustable, the value copied from @b to @a.
+ * Returns how many.
+ */
+static unsigned int diff_keys(const struct key *t, size_t n, const char *pfx,
+			      void *a, const void *b, bool adjustable,
+			      char *out, size_t out_len)
+{
+	unsigned int count = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct key *k = &t[i];
+		size_t used = strlen(out);
+
+		if (!memcmp((char *)a + k->off, (const char *)b + k->off,
+			    k->size) ||
+		    adjustable != !!(k->flags & K_ADJUST))
+			continue;
+		snprintf(out + used, out_len - used, "%s%s%s", used ? " " : "",
+			 pfx, k->name);
+		if (adjustable)
+			memcpy((char *)a + k->off, (const char *)b + k->off,
+			       k->size);
+		count++;
+	}
+	return count;
+}
+
+int cfg_adjust(struct cfg_resource *cur, const struct cfg_resource *next,
+	       char *changed, size_t changed_len, char *why, size_t why_len)
+{
+	char fixed[512] = "";
+	unsigned int bad;
+
+	changed[0] = '\0';
+	bad = diff_keys(top_keys, NR_TOP, "", cur, next, false, fixed,
+			sizeof(fixed));
+	if (cur->nr_nodes != next->nr_nodes ||
+	    memcmp(cur->nodes, next->nodes, sizeof(cur->nodes))) {
+		size_t used = strlen(fixed);
+
+		snprintf(fixed + used, sizeof(fixed) - used, "%snodes",
+			 used ? " " : "");
+		bad++;
+	}
+	if (strcmp(cur->name, next->name)) {
+		size_t used = strlen(fixed);
+
+		snprintf(fixed + used, sizeof(fixed) - used, "%sresource",
+			 used ? " " : "");
+		bad++;
+	}
+	if (bad) {
+		snprintf(why, why_len,
+			 "%s: not adjustable on a running resource: %s (take it down and up to change %s)",
+			 next->file, fixed, bad > 1 ? "them" : "it");
+		return -EINVAL;
+	}
+	diff_keys(top_keys, NR_TOP, "", cur, next, true, changed, changed_len);
+	diff_keys(handler_keys, ARRAY_SIZE(handler_keys), "handlers.", cur,
+		  next, true, changed, changed_len);
+	return 0;
+}
+
 /* ---------------------------------------------------------------- print */
 
 /* Bounds-checked: a caller may hand cfg_print a struct it filled itself. */

@@ -139,6 +139,16 @@ void cfg_print(const struct cfg_resource *r, FILE *out);
  * "handlers.split-brain") on a running resource; false for unknown keys. */
 bool cfg_key_adjustable(const char *key);
 
+/*
+ * `duetctl adjust`: take from @next (the file read again) the adjustable
+ * keys that changed, into @cur. If any other key changed (or the nodes),
+ * nothing is taken: -EINVAL with @why naming those keys. @changed gets the
+ * names of the keys taken, space-separated ("" if none). Pure: the caller
+ * decides how readers of @cur see the new values.
+ */
+int cfg_adjust(struct cfg_resource *cur, const struct cfg_resource *next,
+	       char *changed, size_t changed_len, char *why, size_t why_len);
+
 const char *cfg_digest_name(enum cfg_digest d);
 const char *cfg_sb_policy_name(enum cfg_sb_policy p);
 
