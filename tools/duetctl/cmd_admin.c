@@ -127,6 +127,8 @@ ADMIN_REQUEST(cmd_connect, "connect", "discard-my-data", "discard_my_data",
 	      "connect to the peer again (--discard-my-data: lose this node's changes in a split brain)")
 ADMIN_REQUEST(cmd_disconnect, "disconnect", NULL, NULL, "RESOURCE",
 	      "drop the connection and stay StandAlone until connect")
+ADMIN_REQUEST(cmd_resume_io, "resume-io", NULL, NULL, "RESOURCE [--json]",
+	      "release I/O held by fencing (suspend-io) without fencing the peer")
 ADMIN_REQUEST(cmd_invalidate, "invalidate", NULL, NULL, "RESOURCE",
 	      "throw this node's data away: full resync from the peer")
 ADMIN_REQUEST(cmd_invalidate_remote, "invalidate-remote", NULL, NULL,
