@@ -35,12 +35,17 @@ data=$(status A .data_bytes)
 run qemu-io -f raw "$NA" -c "write -P 0x11 0 8M"
 assert_eq "$RC" 0 "writes through alpha"
 
+no_listener() { ! ss -Hxl | grep -qF "$1 "; }
 # crash NODE: kill -9 its daemon and wait until it is dead
 crash() {
 	local pid
 	pid=$(status "$1" .pid)
 	kill -9 "$pid"
 	wait_until 10 proc_gone "$pid" || fail "$1's duetd ($pid) survived kill -9"
+	# the kernel may close a dead process's last files a moment later
+	# (delayed fput): wait until its NBD socket no longer listens
+	wait_until 10 no_listener "$T/$( [ "$1" = A ] && echo a || echo b ).nbd" ||
+		fail "$1's NBD socket still listens after its death"
 }
 
 # beta_synced: beta Primary, both UpToDate, Established
