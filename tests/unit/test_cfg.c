@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "cfg.h"
+#include "proto.h"
 #include "util.h"
 
 /* cfg_resource is ~45 KiB: keep it off the stack. */
@@ -166,6 +167,9 @@ static void test_minimal_defaults(void **state)
 	assert_int_equal(res.resync_min_rate, 4ull << 20);
 	assert_int_equal(res.csums_alg, CFG_DIGEST_NONE);
 	assert_int_equal(res.verify_alg, CFG_DIGEST_CRC32C);
+	assert_int_equal(cfg_wire_digest(CFG_DIGEST_NONE), PROTO_DIGEST_NONE);
+	assert_int_equal(cfg_wire_digest(CFG_DIGEST_CRC32C), PROTO_DIGEST_CRC32C);
+	assert_int_equal(cfg_wire_digest(CFG_DIGEST_SHA256), PROTO_DIGEST_SHA256);
 	assert_int_equal(res.bm_granularity, 4096);
 	assert_int_equal(res.al_extents, 1237);
 	assert_int_equal(res.io_engine, CFG_ENGINE_URING);

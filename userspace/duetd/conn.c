@@ -380,11 +380,7 @@ static struct link *link_new(struct conn *c, struct xport_ep *ep,
 		.required = c->required,
 		.role = outgoing ? PROTO_HS_INITIATOR : PROTO_HS_ACCEPTOR,
 		.repl = (uint8_t)(c->res.protocol - 'A' + PROTO_REPL_A),
-		.data_digest = c->res.data_digest == CFG_DIGEST_SHA256 ?
-				       PROTO_DIGEST_SHA256 :
-			       c->res.data_digest == CFG_DIGEST_CRC32C ?
-				       PROTO_DIGEST_CRC32C :
-				       PROTO_DIGEST_NONE,
+		.data_digest = cfg_wire_digest(c->res.data_digest),
 	};
 	const void *out;
 	struct link *l;

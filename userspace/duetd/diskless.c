@@ -351,9 +351,7 @@ void peer_serve_read(struct repl *r, const struct proto_msg *m)
 	else
 		ret = read_block(r, m->range.sector, m->range.length, &buf);
 	if (!ret && r->p.cfg->data_digest != CFG_DIGEST_NONE) {
-		a.block.digest_alg = r->p.cfg->data_digest == CFG_DIGEST_CRC32C ?
-					     PROTO_DIGEST_CRC32C :
-					     PROTO_DIGEST_SHA256;
+		a.block.digest_alg = cfg_wire_digest(r->p.cfg->data_digest);
 		ret = proto_digest(a.block.digest_alg, buf, m->range.length,
 				   a.block.digest);
 	}

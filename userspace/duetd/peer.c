@@ -372,18 +372,6 @@ static enum sm_repl peer_repl_of(enum uuid_verdict v)
 	return SM_REPL_ESTABLISHED;
 }
 
-static uint8_t proto_digest_of(enum cfg_digest d)
-{
-	switch (d) {
-	case CFG_DIGEST_CRC32C:
-		return PROTO_DIGEST_CRC32C;
-	case CFG_DIGEST_SHA256:
-		return PROTO_DIGEST_SHA256;
-	default:
-		return PROTO_DIGEST_NONE;
-	}
-}
-
 static void free_cb(void *arg, int err)
 {
 	(void)err;
@@ -471,11 +459,11 @@ static void maybe_start_source(struct repl *r)
 	if (!r->sync_source || !r->bm_rx_done || r->rs ||
 	    r->sm.repl == SM_REPL_PAUSED_SYNC)
 		return;
-	rp.digest_alg = proto_digest_of(r->p.cfg->data_digest);
+	rp.digest_alg = cfg_wire_digest(r->p.cfg->data_digest);
 	if (r->p.cfg->csums_alg != CFG_DIGEST_NONE &&
 	    (r->features & PROTO_F_CSUM_RESYNC)) {
 		rp.mode = RESYNC_CSUM;
-		rp.csum_alg = proto_digest_of(r->p.cfg->csums_alg);
+		rp.csum_alg = cfg_wire_digest(r->p.cfg->csums_alg);
 	}
 	bm = meta_lock_bm(r->p.meta);
 	r->rs_total = bm_dirty_bytes(bm);
@@ -1166,7 +1154,7 @@ int repl_verify(struct repl *r, char *why, size_t why_len)
 		.repl = r,
 		.fd = r->wfd,
 		.mode = RESYNC_VERIFY,
-		.csum_alg = proto_digest_of(r->p.cfg->verify_alg),
+		.csum_alg = cfg_wire_digest(r->p.cfg->verify_alg),
 		.dev_sectors = r->p.data_bytes >> SECTOR_SHIFT,
 		.max_bps = r->p.cfg->resync_rate,
 		.min_bps = r->p.cfg->resync_min_rate,

@@ -263,10 +263,7 @@ int repl_write(struct repl *r, const struct repl_io *io, repl_done_fn done,
 	m.data.flags = io->fua ? PROTO_DF_FUA : 0;
 	if (io->op == ENG_OP_WRITE &&
 	    r->p.cfg->data_digest != CFG_DIGEST_NONE) {
-		m.data.digest_alg = r->p.cfg->data_digest ==
-						    CFG_DIGEST_CRC32C ?
-					    PROTO_DIGEST_CRC32C :
-					    PROTO_DIGEST_SHA256;
+		m.data.digest_alg = cfg_wire_digest(r->p.cfg->data_digest);
 		ret = proto_digest(m.data.digest_alg, io->buf, io->len,
 				   m.data.digest);
 		if (ret) {

@@ -5,6 +5,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -110,6 +111,29 @@ int xport_split_addr(const char *addr, char *host, size_t host_len,
 	memcpy(host, h, hlen);
 	host[hlen] = '\0';
 	strcpy(port, colon + 1);
+	return 0;
+}
+
+int xport_resolve(const char *addr, bool passive, struct addrinfo **res,
+		  char *err, size_t err_len)
+{
+	struct addrinfo hints = {
+		.ai_socktype = SOCK_STREAM,
+		.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0),
+	};
+	char host[XPORT_ADDR_MAX], port[8];
+	int r;
+
+	r = xport_split_addr(addr, host, sizeof(host), port, sizeof(port), err,
+			     err_len);
+	if (r)
+		return r;
+	r = getaddrinfo(host[0] ? host : NULL, port, &hints, res);
+	if (r) {
+		snprintf(err, err_len, "cannot resolve \"%s\": %s", addr,
+			 gai_strerror(r));
+		return r == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+	}
 	return 0;
 }
 

@@ -274,6 +274,14 @@ void xport_set_error(struct xport_ep *ep, const char *fmt, ...)
  */
 int xport_split_addr(const char *addr, char *host, size_t host_len,
 		     char *port, size_t port_len, char *err, size_t err_len);
+/*
+ * Resolve "host:port" (xport_split_addr) to stream-socket addresses for
+ * listening (@passive: an empty host means every address) or connecting:
+ * 0 with *@res to freeaddrinfo(), or -errno with @err saying why.
+ */
+struct addrinfo;
+int xport_resolve(const char *addr, bool passive, struct addrinfo **res,
+		  char *err, size_t err_len);
 /* "1.2.3.4:5" or "[::1]:5"; "" for an unknown family. Returns @buf. */
 const char *xport_fmt_sockaddr(const struct sockaddr *sa, char *buf,
 			       size_t len);

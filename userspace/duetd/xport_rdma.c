@@ -416,29 +416,6 @@ static void rdma_names(struct rdma_ep *r)
 		xport_fmt_sockaddr(sa, r->peer_name, sizeof(r->peer_name));
 }
 
-static int rdma_resolve(const char *addr, bool passive,
-			struct addrinfo **res, char *err, size_t err_len)
-{
-	struct addrinfo hints = {
-		.ai_socktype = SOCK_STREAM,
-		.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0),
-	};
-	char host[XPORT_ADDR_MAX], port[8];
-	int r;
-
-	r = xport_split_addr(addr, host, sizeof(host), port, sizeof(port), err,
-			     err_len);
-	if (r)
-		return r;
-	r = getaddrinfo(host[0] ? host : NULL, port, &hints, res);
-	if (r) {
-		snprintf(err, err_len, "cannot resolve \"%s\": %s", addr,
-			 gai_strerror(r));
-		return r == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
-	}
-	return 0;
-}
-
 /* A channel and an id: what every endpoint starts with. */
 static struct rdma_ep *rdma_ep_new(const struct xport_opts *o, char *err,
 				   size_t err_len, int *ret)
@@ -678,7 +655,7 @@ static int rdma_listen_ep(const char *addr, const struct xport_opts *o,
 	struct rdma_ep *r;
 	int ret;
 
-	ret = rdma_resolve(addr, true, &ai, err, err_len);
+	ret = xport_resolve(addr, true, &ai, err, err_len);
 	if (ret)
 		return ret;
 	r = rdma_ep_new(o, err, err_len, &ret);
@@ -711,7 +688,7 @@ static int rdma_connect_ep(const char *addr, const struct xport_opts *o,
 	struct rdma_ep *r;
 	int ret;
 
-	ret = rdma_resolve(addr, false, &ai, err, err_len);
+	ret = xport_resolve(addr, false, &ai, err, err_len);
 	if (ret)
 		return ret;
 	r = rdma_ep_new(o, err, err_len, &ret);

@@ -161,30 +161,6 @@ static int tcp_set_conn_opts(int fd, const struct xport_opts *o)
 	return r;
 }
 
-static int tcp_resolve(const char *addr, bool passive, struct addrinfo **res,
-		       char *err, size_t err_len)
-{
-	struct addrinfo hints = {
-		.ai_socktype = SOCK_STREAM,
-		.ai_protocol = IPPROTO_TCP,
-		.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0),
-	};
-	char host[XPORT_ADDR_MAX], port[8];
-	int r;
-
-	r = xport_split_addr(addr, host, sizeof(host), port, sizeof(port), err,
-			     err_len);
-	if (r)
-		return r;
-	r = getaddrinfo(host[0] ? host : NULL, port, &hints, res);
-	if (r) {
-		snprintf(err, err_len, "cannot resolve \"%s\": %s", addr,
-			 gai_strerror(r));
-		return r == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
-	}
-	return 0;
-}
-
 static int tcp_listen(const char *addr, const struct xport_opts *o,
 		      struct xport_ep **out, char *err, size_t err_len)
 {
@@ -192,7 +168,7 @@ static int tcp_listen(const char *addr, const struct xport_opts *o,
 	struct tcp_ep *t;
 	int fd, r;
 
-	r = tcp_resolve(addr, true, &ai, err, err_len);
+	r = xport_resolve(addr, true, &ai, err, err_len);
 	if (r)
 		return r;
 	fd = socket(ai->ai_family,
@@ -278,7 +254,7 @@ static int tcp_connect(const char *addr, const struct xport_opts *o,
 	struct tcp_ep *t;
 	int fd, r;
 
-	r = tcp_resolve(addr, false, &ai, err, err_len);
+	r = xport_resolve(addr, false, &ai, err, err_len);
 	if (r)
 		return r;
 	/* Only the first address: the configuration names one endpoint. */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "proto.h"
 #include "util.h"
 
 #define CFG_FILE_MAX (1u << 20)	/* a resource file is a page or two */
@@ -1171,6 +1172,18 @@ int cfg_adjust(struct cfg_resource *cur, const struct cfg_resource *next,
 	diff_keys(handler_keys, ARRAY_SIZE(handler_keys), "handlers.", cur,
 		  next, true, changed, changed_len);
 	return 0;
+}
+
+uint8_t cfg_wire_digest(enum cfg_digest d)
+{
+	switch (d) {
+	case CFG_DIGEST_CRC32C:
+		return PROTO_DIGEST_CRC32C;
+	case CFG_DIGEST_SHA256:
+		return PROTO_DIGEST_SHA256;
+	default:
+		return PROTO_DIGEST_NONE;
+	}
 }
 
 /* ---------------------------------------------------------------- print */

@@ -150,6 +150,8 @@ int cfg_adjust(struct cfg_resource *cur, const struct cfg_resource *next,
 	       char *changed, size_t changed_len, char *why, size_t why_len);
 
 const char *cfg_digest_name(enum cfg_digest d);
+/* The wire's enum proto_digest for a configured digest. */
+uint8_t cfg_wire_digest(enum cfg_digest d);
 const char *cfg_sb_policy_name(enum cfg_sb_policy p);
 
 #endif
