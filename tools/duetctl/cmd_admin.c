@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * duetctl connect / disconnect / invalidate / invalidate-remote /
- * pause-sync / resume-sync / outdate: requests decided by the daemon's
+ * duetctl primary / secondary / new-current-uuid / connect / disconnect /
+ * invalidate / invalidate-remote / pause-sync / resume-sync / outdate /
+ * resume-io: requests decided by the daemon's
  * state machine (docs/states.md); events: the daemon's stream of state
  * changes; wait-connect / wait-sync: poll the status until a condition
  * holds or a time-out.
@@ -98,9 +99,10 @@ static int run_request(const struct duetctl_global *g, int argc, char **argv,
 			json_dumpf(resp, stdout, JSON_INDENT(2));
 			putchar('\n');
 		} else {
-			printf("%s: %s\n", res,
-			       note ? note :
-				      json_string_value(json_object_get(resp, "state")));
+			if (!note)
+				note = json_string_value(
+					json_object_get(resp, "state"));
+			printf("%s: %s\n", res, note ? note : "done");
 		}
 	}
 	json_decref(resp);
@@ -125,6 +127,13 @@ static int run_request(const struct duetctl_global *g, int argc, char **argv,
 ADMIN_REQUEST(cmd_connect, "connect", "discard-my-data", "discard_my_data",
 	      "RESOURCE [--discard-my-data]",
 	      "connect to the peer again (--discard-my-data: lose this node's changes in a split brain)")
+ADMIN_REQUEST(cmd_primary, "primary", "force", "force", "RESOURCE [--force]",
+	      "promote: this node's device takes writes (--force: declare its data the newest)")
+ADMIN_REQUEST(cmd_secondary, "secondary", NULL, NULL, "RESOURCE",
+	      "demote: the device becomes read-only, the peer may be promoted")
+ADMIN_REQUEST(cmd_new_uuid, "new-current-uuid", "clear-bitmap", "clear_bitmap",
+	      "RESOURCE [--clear-bitmap]",
+	      "start a new data generation (--clear-bitmap: a new pair with identical disks skips the initial sync)")
 ADMIN_REQUEST(cmd_disconnect, "disconnect", NULL, NULL, "RESOURCE",
 	      "drop the connection and stay StandAlone until connect")
 ADMIN_REQUEST(cmd_resume_io, "resume-io", NULL, NULL, "RESOURCE [--json]",
