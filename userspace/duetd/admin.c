@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "admin.h"
+#include "apply.h"
 #include "bm.h"
 #include "ctl.h"
 #include "daemon.h"
@@ -102,7 +103,7 @@ static void resync_apply(struct repl *r)
 		rs = r->rs;
 		r->rs = NULL;
 		resync_abort(rs);
-		repl_queue_rs(r, W_RS_REAP, rs, 0, 0);
+		apply_queue_rs(r, W_RS_REAP, rs, 0, 0);
 		log_notice("%s: resync to %s paused", r->p.cfg->name,
 			   r->p.peer->name);
 	} else if (r->sm.repl == SM_REPL_SYNC_SOURCE && r->sync_source &&

@@ -1158,6 +1158,8 @@ static void *conn_main(void *arg)
 	uint64_t now = now_ms();
 	bool stop, dial_now, lfired;
 
+	pthread_setname_np(pthread_self(), "duet-conn");
+
 	c->next_dial = now + c->first_dial_ms;
 	c->accept_after = 0;
 	c->delay = c->t.rmin_ms;

@@ -365,6 +365,7 @@ static void *ctl_thread(void *arg)
 {
 	struct ctl_server *s = arg;
 
+	pthread_setname_np(pthread_self(), "duet-ctl");
 	for (;;) {
 		struct pollfd pfd[CTL_MAX_CLIENTS + 2];
 		int map[CTL_MAX_CLIENTS + 2];

@@ -192,6 +192,7 @@ static void *helper_main(void *arg)
 {
 	struct eng_helper *h = arg;
 
+	pthread_setname_np(pthread_self(), "duet-helper");
 	pthread_mutex_lock(&h->lock);
 	for (;;) {
 		struct eng_req *rq;

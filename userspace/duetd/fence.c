@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "apply.h"
 #include "bm.h"
 #include "ctl.h"
 #include "daemon.h"
@@ -450,14 +451,14 @@ static void before_done(struct repl *r, struct fence *f,
 	if (succeeded(res)) {
 		log_notice("%s: before-resync-target succeeded: the resync from %s starts",
 			   r->p.cfg->name, r->p.peer->name);
-		repl_queue_bm(r);
+		apply_queue_bm(r);
 		return;
 	}
 	/* DRBD's rule: a failed before-resync-target drops the connection */
 	if (peer_sm_do(r, &q, why, sizeof(why))) {
 		log_err("%s: before-resync-target: %s; but the connection cannot be dropped (%s): the resync starts anyway",
 			r->p.cfg->name, how, why);
-		repl_queue_bm(r);
+		apply_queue_bm(r);
 		return;
 	}
 	log_err("%s: before-resync-target handler failed (%s): the resync from %s does not start; StandAlone until `duetctl connect %s`",

@@ -76,7 +76,7 @@ void fence_split_brain(struct repl *r, bool resolved, const char *policy,
 /*
  * Lock held: this node is to become sync target (begin_sync; @full: a
  * full sync). DUET_RESYNC_BYTES is what our bitmap says so far. true: the
- * before-resync-target handler runs and sends our bitmap (repl_queue_bm)
+ * before-resync-target handler runs and sends our bitmap (apply_queue_bm)
  * once it succeeded; false: no handler, send it now.
  */
 bool fence_before_resync_target(struct repl *r, bool full);

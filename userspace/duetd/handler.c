@@ -364,6 +364,7 @@ static void *handler_main(void *arg)
 	struct handlers *h = arg;
 	struct job *j;
 
+	pthread_setname_np(pthread_self(), "duet-handler");
 	for (;;) {
 		struct handler_result r = { .exit_code = -1 };
 

@@ -406,6 +406,7 @@ static void *meta_main(void *arg)
 	struct meta *mt = arg;
 	uint64_t v;
 
+	pthread_setname_np(pthread_self(), "duet-meta");
 	for (;;) {
 		if (read(mt->kick_fd, &v, sizeof(v)) < 0 && errno != EINTR) {
 			log_err("meta: eventfd read: %s", strerror(errno));

@@ -1141,7 +1141,10 @@ static void ready(struct nbd_server *s, int err)
 static void *nbd_main(void *arg)
 {
 	struct nbd_server *s = arg;
-	int ret = setup_ring(s);
+	int ret;
+
+	pthread_setname_np(pthread_self(), "duet-nbd");
+	ret = setup_ring(s);
 
 	ready(s, ret);
 	if (!ret)

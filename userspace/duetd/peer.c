@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "admin.h"
+#include "apply.h"
 #include "bm.h"
 #include "ctl.h"
 #include "fence.h"
@@ -322,7 +323,7 @@ void peer_lost(void *arg, int err, const char *reason)
 	}
 	if (rs) {
 		resync_abort(rs);
-		repl_queue_rs(r, W_RS_REAP, rs, 0, 0);
+		apply_queue_rs(r, W_RS_REAP, rs, 0, 0);
 	}
 	r->verifying = r->verify_target = false;
 	r->sync_source = r->sync_target = false;
@@ -448,6 +449,7 @@ static void maybe_start_source(struct repl *r)
 		.meta = r->p.meta,
 		.repl = r,
 		.fd = r->wfd,
+		.dio_fd = apply_dio_fd(r),
 		.max_bps = r->p.cfg->resync_rate,
 		.min_bps = r->p.cfg->resync_min_rate,
 		.app_busy = app_busy,
@@ -535,7 +537,7 @@ static void begin_sync(struct repl *r, enum uuid_verdict v)
 	/* the bitmap follows from the worker, after every frame before; a
 	 * target's once its before-resync-target handler succeeded */
 	if (!target || !fence_before_resync_target(r, full))
-		repl_queue_bm(r);
+		apply_queue_bm(r);
 	peer_send_state(r);
 	if (target) {
 		bm = meta_lock_bm(r->p.meta);
@@ -569,7 +571,7 @@ static void on_resync_done(void *arg, struct resync *rs, int err,
 		r->rs = NULL;
 	pthread_mutex_unlock(&r->lock);
 	if (mine)
-		repl_queue_rs(r, W_RS_FINISHED, rs, err, bytes);
+		apply_queue_rs(r, W_RS_FINISHED, rs, err, bytes);
 }
 
 /* Worker, lock held: our online verify walked the whole device. */
@@ -950,10 +952,10 @@ void peer_frame(void *arg, const struct proto_msg *m,
 		on_peer_state(r, m);
 		break;
 	case PROTO_DATA:
-		repl_queue_work(r, m, buf);
+		apply_queue_frame(r, m, buf);
 		return;
 	case PROTO_BARRIER:
-		repl_queue_work(r, m, NULL);
+		apply_queue_frame(r, m, NULL);
 		break;
 	case PROTO_ACK_RECV:
 	case PROTO_ACK_WRITE:
@@ -979,7 +981,7 @@ void peer_frame(void *arg, const struct proto_msg *m,
 		pthread_mutex_unlock(&r->lock);
 		if (res) {
 			/* the worker makes every block durable first */
-			repl_queue_work(r, m, NULL);
+			apply_queue_frame(r, m, NULL);
 			break;
 		}
 		on_rs_done(r, m);
@@ -988,7 +990,7 @@ void peer_frame(void *arg, const struct proto_msg *m,
 		on_bitmap(r, m);
 		break;
 	case PROTO_RS_DATA:
-		repl_queue_work(r, m, buf);
+		apply_queue_frame(r, m, buf);
 		return;
 	case PROTO_RS_ACK:
 		pthread_mutex_lock(&r->lock);
@@ -1004,21 +1006,21 @@ void peer_frame(void *arg, const struct proto_msg *m,
 		pthread_mutex_unlock(&r->lock);
 		break;
 	case PROTO_RS_CSUM:
-		repl_queue_work(r, m, NULL);
+		apply_queue_frame(r, m, NULL);
 		break;
 	case PROTO_OV_REQUEST:
 		pthread_mutex_lock(&r->lock);
 		verify_target_begin(r);
 		pthread_mutex_unlock(&r->lock);
-		repl_queue_work(r, m, NULL);
+		apply_queue_frame(r, m, NULL);
 		break;
 	case PROTO_OV_REPLY:
 		/* compared on the worker, after every DATA before it */
-		repl_queue_work(r, m, NULL);
+		apply_queue_frame(r, m, NULL);
 		break;
 	case PROTO_READ_REQUEST:
 		/* served on the worker, after every DATA before it */
-		repl_queue_work(r, m, NULL);
+		apply_queue_frame(r, m, NULL);
 		break;
 	case PROTO_READ_DATA:
 		peer_read_reply(r, m);
@@ -1153,6 +1155,7 @@ int repl_verify(struct repl *r, char *why, size_t why_len)
 		.meta = r->p.meta,
 		.repl = r,
 		.fd = r->wfd,
+		.dio_fd = -1,	/* its reads are the worker's, buffered */
 		.mode = RESYNC_VERIFY,
 		.csum_alg = cfg_wire_digest(r->p.cfg->verify_alg),
 		.dev_sectors = r->p.data_bytes >> SECTOR_SHIFT,
@@ -1355,6 +1358,7 @@ void repl_status(struct repl *r, json_t *o)
 			    json_integer((json_int_t)r->applied_bytes));
 	json_object_set_new(j, "apply_errors",
 			    json_integer((json_int_t)r->apply_errors));
+	apply_status(r, j);
 	json_object_set_new(j, "resyncs_done",
 			    json_integer((json_int_t)r->resyncs_done));
 	json_object_set_new(j, "resync_bytes",

@@ -94,14 +94,16 @@ struct repl {
 	uint32_t epoch_writes;
 	int epoch_done;		/* atomic: a write completed in this epoch */
 
-	/* apply worker (secondary) */
+	/* apply worker (secondary; apply.h) */
+	struct apply *ap;	/* its ring and writes in flight */
 	pthread_t worker;
-	bool worker_running;
+	bool worker_joinable;
+	bool worker_running;	/* under work_lock: it takes work */
 	bool worker_stop;
-	pthread_mutex_t work_lock;	/* the queue below, worker_stop */
+	pthread_mutex_t work_lock;	/* the queue below, worker_* */
 	pthread_cond_t work_cond;
 	struct work *work_head, *work_tail;
-	int wfd;
+	int wfd;		/* page-cache descriptor of the backing */
 	uint32_t rx_epoch_writes;
 	bool stale;		/* worker: the frame's connection is gone */
 	uint64_t worker_gen;	/* worker: connection of the last frame */
@@ -127,7 +129,7 @@ struct repl {
 	uint64_t rs_target_bytes; /* target: bytes written */
 	uint64_t rs_target_same;  /* target: of those, found identical */
 	/* target, apply worker only: blocks written since the last flush,
-	 * their bits still set (repl_rs_flush) */
+	 * their bits still set (apply_rs_flush) */
 	struct rs_pend {
 		uint64_t sector, nr;
 	} *rs_pend;
@@ -208,15 +210,10 @@ void peer_event(struct repl *r, const char *what, const char *reason,
 void peer_begin_sync(struct repl *r, enum uuid_verdict v);
 /* Lock held: the source's resync thread, if due and not paused. */
 void peer_start_source(struct repl *r);
-/* Worker: make the resync target's written blocks durable, then clear
- * their bits and persist the bitmap. */
-void repl_rs_flush(struct repl *r);
 /* Worker: RS_DONE of a resync we are the target of (after the flush). */
 void peer_rs_done(struct repl *r, const struct proto_msg *m);
 /* Worker: W_BM_SEND. */
 void peer_send_bitmap(struct repl *r, struct work *w);
-/* Queue W_BM_SEND for the current connection. Any thread. */
-void repl_queue_bm(struct repl *r);
 /* Worker: the source's resync ended (W_RS_FINISHED). */
 void peer_finish_source(struct repl *r, struct work *w);
 
@@ -240,12 +237,5 @@ void peer_diskless_status(struct repl *r, json_t *o);
 void repl_fail_all(struct repl *r);
 /* Lock held: the peer's answer for request @id. */
 void repl_slot_answer(struct repl *r, uint64_t id, int res, bool final);
-/* Give a received frame (DATA, BARRIER, RS_DATA) to the worker, which
- * owns @buf from now on. Lock not held. */
-void repl_queue_work(struct repl *r, const struct proto_msg *m,
-		     struct xport_buf *buf);
-/* Resync news for the worker, which joins the resync thread. Any lock. */
-void repl_queue_rs(struct repl *r, uint8_t kind, struct resync *rs, int err,
-		   uint64_t bytes);
 
 #endif

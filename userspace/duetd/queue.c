@@ -378,8 +378,11 @@ static void teardown(struct queue *q)
 static void *queue_main(void *arg)
 {
 	struct queue *q = arg;
+	char name[16];
 	int ret;
 
+	snprintf(name, sizeof(name), "duet-q%u", (unsigned int)q->p.id);
+	pthread_setname_np(pthread_self(), name);
 	ret = setup(q);
 	if (!ret)
 		ret = check_fetches(q);

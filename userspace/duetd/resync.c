@@ -331,6 +331,22 @@ static int read_block(int fd, void *buf, size_t len, off_t off)
 	return 0;
 }
 
+/*
+ * A block to send: with O_DIRECT when it is aligned for it (the buffers
+ * are), through the page cache otherwise or when the device refuses.
+ */
+static int read_data(struct resync *rs, void *buf, size_t len, off_t off)
+{
+	int ret;
+
+	if (rs->p.dio_fd >= 0 && !(off % 4096) && !(len % 4096)) {
+		ret = read_block(rs->p.dio_fd, buf, len, off);
+		if (ret != -EINVAL)
+			return ret;
+	}
+	return read_block(rs->p.fd, buf, len, off);
+}
+
 /* Wait for the rate limit, or until stopped. Lock held. */
 static bool pace(struct resync *rs, struct rs_rate *rate, uint32_t bytes)
 {
@@ -427,8 +443,8 @@ static int send_block(struct resync *rs, unsigned int i, uint64_t sector,
 		return ret;
 	}
 	/* verify reads its block when the answer is in (stream order) */
-	ret = verify ? 0 : read_block(rs->p.fd, b->buf, len,
-				      (off_t)(sector << SECTOR_SHIFT));
+	ret = verify ? 0 : read_data(rs, b->buf, len,
+				     (off_t)(sector << SECTOR_SHIFT));
 	if (ret) {
 		log_err("%s: resync: reading sector %llu+%llu: %s", rs->p.name,
 			(unsigned long long)sector, (unsigned long long)nr,
@@ -497,6 +513,7 @@ static void *resync_main(void *arg)
 	struct bm *bm;
 	int ret, err = 0;
 
+	pthread_setname_np(pthread_self(), "duet-resync");
 	pthread_mutex_lock(&rs->lock);
 	rs_rate_init(rate, rs->p.max_bps, rs->p.min_bps, now_ns());
 	rs->last_sync_ns = rs->win_start_ns = now_ns();

@@ -95,6 +95,9 @@ struct resync_params {
 	struct meta *meta;
 	struct repl *repl;		/* ranges (repl_range_take_wait) */
 	int fd;				/* backing device, for reading */
+	/* the same opened O_DIRECT, or -1: aligned blocks are read with it
+	 * (no copy through the page cache); it stays open while we run */
+	int dio_fd;
 	uint8_t digest_alg;		/* enum proto_digest for RS_DATA */
 	uint8_t mode;			/* enum resync_mode */
 	uint8_t csum_alg;		/* RS_CSUM / OV_REQUEST digest */
