@@ -8,8 +8,10 @@
  * wrong resource (refused on both sides, with the reason, bounded retries
  * and log lines); garbage and silent clients; crossed connections; sends
  * while disconnected; queued sends on loss; back-pressure on both the send
- * queue and the receive buffers; a half-open peer; DISCONNECT. Plus the
- * pure parts of xport: addresses and the buffer pool.
+ * queue and the receive buffers; a half-open peer; DISCONNECT; lazy
+ * sends (conn_send_lazy) announced by conn_push, by a normal send, or by
+ * a full queue. Plus the pure parts of xport: addresses and the buffer
+ * pool.
  *
  * Timeouts are short (connect 300 ms, ping 200 ms, back-off 100..400 ms)
  * so the whole file runs in seconds; ports come from 20000..31999, picked
@@ -213,7 +215,9 @@ struct pair_opts {
 	uint32_t first_dial0_ms;	/* node 0 only, if set */
 	int rmax_ms;		/* reconnect-max; 0: RMAX_MS */
 	uint64_t sendq_bytes;
+	uint32_t sendq_msgs;
 	uint64_t rx_bytes;
+	uint32_t ping_ms;	/* ping-interval; 0: PING_MS */
 	bool start0, start1;
 };
 
@@ -241,6 +245,7 @@ static void node_create(struct node *n, const struct pair_opts *po)
 					 po->first_dial0_ms :
 					 po->first_dial_ms,
 		.sendq_bytes = po->sendq_bytes,
+		.sendq_msgs = po->sendq_msgs,
 		.rx_bytes = po->rx_bytes,
 	};
 
@@ -275,6 +280,8 @@ static void pair_make(struct pair *p, const struct pair_opts *po)
 			 i && po->secret1 ? po->secret1 : SECRET,
 			 po->rmax_ms ? po->rmax_ms : RMAX_MS, p->port[0],
 			 p->port[1]);
+		if (po->ping_ms)
+			n->res.ping_interval_ms = po->ping_ms;
 		node_create(n, po);
 	}
 }
@@ -1430,6 +1437,196 @@ static void test_disconnect_reason(void **state)
 	assert_true(WAIT_FOR(connected(p) && p->n[0].established == 2, 3000));
 }
 
+/* ---- lazy sends --------------------------------------------------------- */
+
+/*
+ * conn.c's loop runs at least this often with nothing to do
+ * (CONN_POLL_MAX_MS), and then sends whatever is queued, announced or
+ * not. The lazy tests tell a wake-up from this one by timing.
+ */
+#define IDLE_WAKE_MS CONN_POLL_MAX_MS
+/* A frame that must not have waited for the idle wake-up came by this. */
+#define LAZY_SOON_MS (IDLE_WAKE_MS - 100)
+#define LAZY_N 50
+#define LAZY_TRIES 5
+
+/*
+ * Node 0 alone dials (one link, no crossed attempt closing later), and
+ * ping-interval is a minute: once the PING that commits the link is
+ * answered, nothing wakes node 0's thread but the test's own calls and the
+ * idle wake-up.
+ */
+static void lazy_pair(struct pair *p, uint32_t sendq_msgs)
+{
+	struct pair_opts po = { .start0 = true, .start1 = true,
+				.first_dial0_ms = 50, .first_dial_ms = 60000,
+				.ping_ms = 60000, .sendq_msgs = sendq_msgs };
+
+	pair_setup(p, &po);
+	assert_true(WAIT_FOR(connected(p) && info(&p->n[0]).pongs_recv >= 1,
+			     3000));
+}
+
+/*
+ * Send node 1 one frame normally, which wakes node 0's thread, and wait
+ * for it. Returns the time of the call: the thread's next idle wake-up is
+ * IDLE_WAKE_MS after it at the earliest, so in between only the test
+ * wakes it.
+ */
+static uint64_t lazy_sync(struct pair *p, uint64_t *id)
+{
+	int want = node_frames(&p->n[1]) + 1;
+	struct proto_msg m;
+	uint64_t t0;
+
+	data_msg(&m, (*id)++, 0);
+	t0 = mono_ms();
+	assert_int_equal(conn_send(p->n[0].c, &m, NULL, NULL, NULL, -1), 0);
+	assert_true(WAIT_FOR(node_frames(&p->n[1]) == want, 1000));
+	return t0;
+}
+
+static void lazy_burst(struct pair *p, uint64_t *id, int n)
+{
+	struct proto_msg m;
+
+	for (int i = 0; i < n; i++) {
+		data_msg(&m, (*id)++, 0);
+		assert_int_equal(conn_send_lazy(p->n[0].c, &m), 0);
+	}
+}
+
+/* Wait (up to 2 s) until node 1 has @want frames; when it had them. */
+static uint64_t lazy_arrived(struct pair *p, int want)
+{
+	assert_true(WAIT_FOR(node_frames(&p->n[1]) == want, 2000));
+	return mono_ms();
+}
+
+static void lazy_check_end(struct pair *p)
+{
+	assert_int_equal(p->n[1].bad, 0);	/* ids in order */
+	assert_true(WAIT_FOR(info(&p->n[0]).sendq_msgs == 0, 1000));
+	assert_int_equal(p->n[0].lost + p->n[1].lost, 0);
+}
+
+/*
+ * A burst of lazy frames stays queued (the thread was not woken) until
+ * conn_push, which sends it all, in order, long before the idle wake-up
+ * would have.
+ */
+static void test_lazy_burst_push(void **state)
+{
+	struct pair *p = *state;
+	uint64_t id = 1, t0 = 0, t_obs = 0;
+	int before = 0, early = 0;
+	bool clean = false;
+
+	lazy_pair(p, 0);
+	for (int k = 0; k < LAZY_TRIES && !clean; k++) {
+		t0 = lazy_sync(p, &id);
+		before = node_frames(&p->n[1]);
+		lazy_burst(p, &id, LAZY_N);
+		usleep(200 * 1000);
+		t_obs = mono_ms();
+		early = node_frames(&p->n[1]) - before;
+		/*
+		 * A test thread descheduled for long may have let the idle
+		 * wake-up come: then what arrived proves nothing. Again.
+		 */
+		clean = t_obs - t0 <= IDLE_WAKE_MS - 300;
+		if (!clean) {
+			conn_push(p->n[0].c);
+			lazy_arrived(p, before + LAZY_N);
+		}
+	}
+	assert_true(clean);
+	assert_int_equal(early, 0);
+	conn_push(p->n[0].c);
+	assert_in_range(lazy_arrived(p, before + LAZY_N) - t0, 0, LAZY_SOON_MS);
+	lazy_check_end(p);
+}
+
+/* A normal conn_send after lazy ones wakes the thread for them all. */
+static void test_lazy_then_send(void **state)
+{
+	struct pair *p = *state;
+	uint64_t id = 1, t0 = 0, t_all = 0;
+	struct proto_msg m;
+	int before = 0;
+	bool clean = false;
+
+	lazy_pair(p, 0);
+	for (int k = 0; k < LAZY_TRIES && !clean; k++) {
+		t0 = lazy_sync(p, &id);
+		before = node_frames(&p->n[1]);
+		lazy_burst(p, &id, LAZY_N);
+		data_msg(&m, id++, 0);
+		clean = mono_ms() - t0 <= IDLE_WAKE_MS - 300;
+		assert_int_equal(conn_send(p->n[0].c, &m, NULL, cb_done,
+					   &p->n[0], -1),
+				 0);
+		t_all = lazy_arrived(p, before + LAZY_N + 1);
+	}
+	assert_true(clean);
+	assert_in_range(t_all - t0, 0, LAZY_SOON_MS);
+	assert_true(WAIT_FOR(p->n[0].done_ok >= 1, 1000));
+	assert_int_equal(p->n[0].done_err, 0);
+	lazy_check_end(p);
+}
+
+struct lazy_writer {
+	struct conn *c;
+	uint64_t id;
+	int n, sent, err;
+	atomic_bool finished;
+};
+
+static void *lazy_writer_main(void *arg)
+{
+	struct lazy_writer *w = arg;
+	struct proto_msg m;
+
+	for (; w->sent < w->n; w->sent++) {
+		data_msg(&m, w->id + (uint64_t)w->sent, 0);
+		w->err = conn_send_lazy(w->c, &m);
+		if (w->err)
+			break;
+	}
+	w->finished = true;
+	return NULL;
+}
+
+/*
+ * A lazy writer that fills the send queue wakes the thread itself before
+ * it waits for room: a burst of many queues' worth goes through without
+ * conn_push, where waiting for the idle wake-up each time would take
+ * seconds.
+ */
+static void test_lazy_full_queue(void **state)
+{
+	enum { SENDQ = 8, N = 100 };
+	struct lazy_writer w = { .id = 1, .n = N };
+	struct pair *p = *state;
+	pthread_t th;
+	bool finished;
+
+	lazy_pair(p, SENDQ);
+	w.c = p->n[0].c;
+	assert_int_equal(pthread_create(&th, NULL, lazy_writer_main, &w), 0);
+	finished = WAIT_FOR(w.finished, 1500);
+	if (!finished)
+		conn_stop(p->n[0].c);	/* a stuck writer gets -ENOTCONN */
+	pthread_join(th, NULL);
+	assert_true(finished);
+	assert_int_equal(w.err, 0);
+	assert_int_equal(w.sent, N);
+	/* The last queueful may wait to be announced. */
+	conn_push(p->n[0].c);
+	lazy_arrived(p, N);
+	lazy_check_end(p);
+}
+
 /* Every test gets a zeroed pair; whatever it left running goes here,
  * also when an assertion ended the test early. */
 static int pair_alloc(void **state)
@@ -1471,6 +1668,9 @@ int main(void)
 		T(test_queued_sends_fail_on_loss),
 		T(test_backpressure),
 		T(test_disconnect_reason),
+		T(test_lazy_burst_push),
+		T(test_lazy_then_send),
+		T(test_lazy_full_queue),
 	};
 
 	log_level = LOG_LVL_NOTICE;

@@ -3,14 +3,16 @@
 #
 #   tools/bench/bench-repl.sh [--rounds N] [--runtime SEC] [--size MIB]
 #       [--device MIB] [--resync-rate RATE] [--max-io SIZE]
-#       [--dir DIR] [--skip-resync]
+#       [--dir DIR] [--peer-dir DIR] [--skip-resync]
 #
 # On the host (no ublk needed): two network namespaces joined by a veth
 # pair, node alpha in one and beta in the other, each with a zero-filled
 # backing file of --device MiB (default 4096) plus its internal metadata
 # in DIR (default /var/tmp; real blocks, so no run pays for allocation).
 # fio runs in the root namespace against NBD exports on unix sockets; the
-# replication traffic crosses the veth link. Every round runs, in order:
+# replication traffic crosses the veth link. --peer-dir puts beta's file
+# elsewhere (e.g. /dev/shm: a second "disk" that alpha's writes do not
+# share, as on two machines; default: DIR too). Every round runs, in order:
 #
 #   raw      fio on alpha's backing file itself (O_DIRECT, libaio/psync)
 #   nbdkit   nbdkit's file plugin (cache=none) serving that file
@@ -58,6 +60,7 @@ DEV_MIB=4096
 RESYNC_RATE=10G
 MAX_IO=
 DIR=/var/tmp
+PEER_DIR=
 SKIP_RESYNC=0
 
 usage() {
@@ -74,6 +77,7 @@ while [ $# -gt 0 ]; do
 	--resync-rate) RESYNC_RATE=${2:?}; shift ;;
 	--max-io) MAX_IO=${2:?}; shift ;;
 	--dir) DIR=${2:?}; shift ;;
+	--peer-dir) PEER_DIR=${2:?}; shift ;;
 	--skip-resync) SKIP_RESYNC=1 ;;
 	-h | --help) usage 0 ;;
 	*) echo "bench-repl: unknown argument $1" >&2; usage 2 >&2 ;;
@@ -98,9 +102,15 @@ for c in fio jq nbdkit ip perl dd ss; do
 	command -v "$c" >/dev/null || die "$c is not installed (tools/deps.sh)"
 done
 [ -d "$DIR" ] || die "$DIR is not a directory"
+[ -z "$PEER_DIR" ] || [ -d "$PEER_DIR" ] || die "$PEER_DIR is not a directory"
 
 # ------------------------------------------------------------------ setup
 W=$(mktemp -d "$DIR/duet-bench-repl.XXXXXX") || exit 1
+PW=$W
+if [ -n "$PEER_DIR" ]; then
+	PW=$(mktemp -d "$PEER_DIR/duet-bench-repl.XXXXXX") || exit 1
+fi
+BETA_IMG=$PW/beta.img
 NSA=duetbr-a-$$
 NSB=duetbr-b-$$
 VA=dbr$$a
@@ -132,7 +142,7 @@ cleanup() {
 	sleep 0.2
 	ip netns del "$NSA" 2>/dev/null
 	ip netns del "$NSB" 2>/dev/null
-	rm -rf "$W"
+	rm -rf "$W" "$PW"
 }
 trap cleanup EXIT
 trap 'exit 143' TERM
@@ -149,10 +159,10 @@ ip link set "$VA" netns "$NSA" && ip link set "$VB" netns "$NSB" &&
 
 # Backing files: the device plus 1 MiB for internal metadata (152 KiB for
 # 4 GiB at 4 KiB granularity), zero-filled so that the blocks exist.
-echo "== preallocating 2 x $((DEV_MIB + 1)) MiB in $W" >&2
-for n in alpha beta; do
-	dd if=/dev/zero of="$W/$n.img" bs=1M count=$((DEV_MIB + 1)) \
-		oflag=direct conv=fsync status=none || die "cannot write $W/$n.img"
+echo "== preallocating 2 x $((DEV_MIB + 1)) MiB in $W and $PW" >&2
+for f in "$W/alpha.img" "$BETA_IMG"; do
+	dd if=/dev/zero of="$f" bs=1M count=$((DEV_MIB + 1)) \
+		oflag=direct conv=fsync status=none || die "cannot write $f"
 done
 
 # resource NAME PROTOCOL [standalone]
@@ -170,7 +180,7 @@ resource() {
 		echo "    nbd-listen = \"unix:$W/$name.nbd\"; }"
 		if [ -z "$solo" ]; then
 			echo "  , { name = \"beta\"; id = 1; address = \"$IPB:$PORT\";"
-			echo "    disk = \"$W/beta.img\"; meta-disk = \"internal\";"
+			echo "    disk = \"$BETA_IMG\"; meta-disk = \"internal\";"
 			# NBD-only on a host without ublk: beta needs an export too
 			echo "    nbd-listen = \"unix:$W/$name-b.nbd\"; }"
 		fi
@@ -449,7 +459,7 @@ drop_cache() {	# drop_cache FILE...: write back, then evict its pages
 t_copy() {
 	local key=$1 bytes=$2 t0 t1 v rx iflag=count_bytes oflag=
 	[ "${3:-}" = direct ] && iflag+=,direct oflag=oflag=direct
-	drop_cache "$W/alpha.img" "$W/beta.img"
+	drop_cache "$W/alpha.img" "$BETA_IMG"
 	INB perl -MIO::Socket::INET -e '
 		my $l = IO::Socket::INET->new(LocalAddr => $ARGV[0],
 			LocalPort => $ARGV[1], Listen => 1, ReuseAddr => 1)
@@ -465,7 +475,7 @@ t_copy() {
 			}
 		}
 		die "read: $!" unless defined $n;' "$IPB" "$COPY_PORT" |
-		INB dd of="$W/beta.img" bs=1M iflag=fullblock $oflag \
+		INB dd of="$BETA_IMG" bs=1M iflag=fullblock $oflag \
 			conv=notrunc,fdatasync status=none &
 	rx=$!
 	wait_for 10 eval "INB ss -Htln 'sport = :$COPY_PORT' | grep -q ." ||
@@ -485,7 +495,7 @@ t_copy() {
 
 t_resync() {
 	local bytes t0 t1 v snap secs log
-	drop_cache "$W/alpha.img" "$W/beta.img"
+	drop_cache "$W/alpha.img" "$BETA_IMG"
 	up_pair rS
 	bytes=$(field A rS .data_bytes)
 	snap=$(cpu_snap "${PIDS[A]}" "${PIDS[B]}")
@@ -547,7 +557,8 @@ echo "duet replication over a veth pair between two network namespaces;" \
 	"$(uname -r), $(nproc) CPUs, $(fio --version), nbdkit" \
 	"$(nbdkit --version | cut -d' ' -f2); median of $ROUNDS rounds x" \
 	"${RUNTIME}s; fio region ${SIZE_MIB} MiB; max-io ${MAX_IO:-default};" \
-	"resync-rate $RESYNC_RATE"
+	"resync-rate $RESYNC_RATE; alpha's file in $DIR, beta's in" \
+	"${PEER_DIR:-$DIR}"
 echo
 printf '| %-30s |' metric
 for t in raw nbdkit solo replA replC; do printf ' %9s |' "$t"; done

@@ -70,6 +70,7 @@ struct apply {
 	/* figures (worker writes, status reads without a lock: counters) */
 	uint64_t direct_writes, cached_writes, max_in_flight, waits;
 	uint64_t flush_errors;
+	uint32_t unpushed;	/* answers queued lazily, thread not woken */
 };
 
 static uint64_t conn_gen_now(struct repl *r)
@@ -86,6 +87,28 @@ static void put_work(struct work *w)
 
 /* ---- answers ---- */
 
+/*
+ * The answers of a burst are queued with conn_send_lazy() and the
+ * connection thread is woken once for them all, here: before the worker
+ * waits for anything, so that none waits longer than the work at hand,
+ * and every APPLY_PUSH_EVERY answers within a long burst.
+ */
+#define APPLY_PUSH_EVERY 16
+
+static void push_answers(struct repl *r)
+{
+	if (!r->ap->unpushed)
+		return;
+	r->ap->unpushed = 0;
+	conn_push(r->conn);
+}
+
+static void answer_queued(struct repl *r)
+{
+	if (++r->ap->unpushed >= APPLY_PUSH_EVERY)
+		push_answers(r);
+}
+
 void apply_send_ack(struct repl *r, uint16_t type, uint64_t id,
 		    uint64_t sector, uint32_t len, int res)
 {
@@ -99,7 +122,9 @@ void apply_send_ack(struct repl *r, uint16_t type, uint64_t id,
 		m.range.result = EIO;
 	if (r->stale)
 		return;
-	ret = conn_send(r->conn, &m, NULL, NULL, NULL, -1);
+	/* announced with the rest of the burst (push_answers) */
+	ret = conn_send_lazy(r->conn, &m);
+	answer_queued(r);
 	if (ret && ret != -ENOTCONN)
 		log_warn("%s: sending %s: %s", r->p.cfg->name,
 			 proto_type_name(type), strerror(-ret));
@@ -113,9 +138,10 @@ static void send_barrier_ack(struct repl *r, const struct proto_msg *m)
 	a.barrier.nr_writes = r->rx_epoch_writes;
 	if (r->stale)
 		return;
-	if (conn_send(r->conn, &a, NULL, NULL, NULL, -1))
+	if (conn_send_lazy(r->conn, &a))
 		log_dbg(LOG_CAT_PROTO, "%s: BARRIER_ACK not sent",
 			r->p.cfg->name);
+	answer_queued(r);
 }
 
 /* ---- writes ---- */
@@ -265,6 +291,8 @@ static void op_issue(struct repl *r, struct aop *o)
 	if (ap->have_ring && o->direct)
 		sqe = eng_get_sqe(&ap->ring);
 	if (!sqe) {
+		if (op_fua(o))
+			push_answers(r);	/* it waits for the disk */
 		op_finish(r, o, op_write_sync(r, o, len,
 					      sector << SECTOR_SHIFT));
 		return;
@@ -391,6 +419,7 @@ static bool start_write(struct repl *r, struct work *w)
 		return true;
 	}
 	if (m->type == PROTO_DATA && m->data.op != PROTO_OP_WRITE) {
+		push_answers(r);
 		write_done(r, w, zero_range(r, &m->data));
 		return true;
 	}
@@ -474,6 +503,7 @@ static void run_frame(struct repl *r, struct work *w)
 
 static void run_item(struct repl *r, struct work *w)
 {
+	push_answers(r);	/* it may take a while (a flush, a read) */
 	switch (w->kind) {
 	case W_BM_SEND:
 		peer_send_bitmap(r, w);
@@ -622,6 +652,7 @@ static void *worker_main(void *arg)
 	for (;;) {
 		take_new(r, &stop);
 		dispatch(r);
+		push_answers(r);
 		if (ap->in_flight) {
 			ring_round(r);
 			continue;

@@ -48,7 +48,6 @@
 
 #define CONN_CTL_MAX 8		/* conn's own frames in flight per link */
 #define CONN_RL_SLOTS 16	/* distinct failures remembered for the log */
-#define CONN_POLL_MAX_MS 1000	/* wake up at least this often */
 #define CONN_ACCEPT_PAUSE_MS 100 /* after accept() failed for lack of fds */
 
 enum link_state {
@@ -145,6 +144,7 @@ struct conn {
 	enum conn_status status;
 	uint64_t gen;		/* of the UP link */
 	struct conn_req *pend_head, *pend_tail, *free_reqs;
+	bool lazy;		/* queued by conn_send_lazy, thread not woken */
 	uint32_t q_msgs;
 	uint64_t q_bytes;
 	bool disc_req;
@@ -1416,8 +1416,9 @@ static bool conn_owned_type(unsigned int type)
 	       type == PROTO_PING_ACK || type == PROTO_DISCONNECT;
 }
 
-int conn_send(struct conn *c, const struct proto_msg *m, const void *payload,
-	      conn_done_fn done, void *arg, int timeout_ms)
+static int enqueue(struct conn *c, const struct proto_msg *m,
+		   const void *payload, conn_done_fn done, void *arg,
+		   int timeout_ms, bool lazy)
 {
 	uint8_t head[XPORT_HEAD_MAX];
 	uint32_t plen = proto_payload_len(m);
@@ -1451,6 +1452,11 @@ int conn_send(struct conn *c, const struct proto_msg *m, const void *payload,
 		    (!c->q_msgs ||
 		     c->q_bytes + (uint64_t)n + plen <= c->sendq_bytes_max))
 			break;
+		if (c->lazy) {
+			/* what waits unannounced must go for room to come */
+			c->lazy = false;
+			wake(c);
+		}
 		if (!timeout_ms) {
 			ret = -EAGAIN;
 			goto out_unlock;
@@ -1474,7 +1480,15 @@ int conn_send(struct conn *c, const struct proto_msg *m, const void *payload,
 	r->next = NULL;
 	c->q_msgs++;
 	c->q_bytes += (uint64_t)n + plen;
-	kick = !c->pend_head;
+	/* the thread is woken when the queue becomes non-empty, unless the
+	 * caller announces a burst itself (conn_push) */
+	kick = !c->pend_head || c->lazy;
+	if (lazy) {
+		c->lazy = c->lazy || kick;
+		kick = false;
+	} else {
+		c->lazy = false;
+	}
 	if (c->pend_tail)
 		c->pend_tail->next = r;
 	else
@@ -1488,6 +1502,29 @@ int conn_send(struct conn *c, const struct proto_msg *m, const void *payload,
 out_unlock:
 	pthread_mutex_unlock(&c->lock);
 	return ret;
+}
+
+int conn_send(struct conn *c, const struct proto_msg *m, const void *payload,
+	      conn_done_fn done, void *arg, int timeout_ms)
+{
+	return enqueue(c, m, payload, done, arg, timeout_ms, false);
+}
+
+int conn_send_lazy(struct conn *c, const struct proto_msg *m)
+{
+	return enqueue(c, m, NULL, NULL, NULL, -1, true);
+}
+
+void conn_push(struct conn *c)
+{
+	bool kick;
+
+	pthread_mutex_lock(&c->lock);
+	kick = c->lazy;
+	c->lazy = false;
+	pthread_mutex_unlock(&c->lock);
+	if (kick)
+		wake(c);
 }
 
 int conn_give_up(struct conn *c, unsigned int reason, const char *text)

@@ -48,6 +48,7 @@
 #define CONN_SENDQ_MSGS 1024		/* default send queue, messages */
 #define CONN_SENDQ_BYTES (16u << 20)	/* default send queue, bytes */
 #define CONN_RX_BYTES (16u << 20)	/* default receive buffer budget */
+#define CONN_POLL_MAX_MS 1000		/* the thread wakes at least this often */
 #define CONN_LINKS_MAX 6		/* connections at once, all states */
 #define CONN_LOG_QUIET_MS 60000		/* a repeated failure is logged once */
 #define CONN_REASON_MAX 256
@@ -178,6 +179,15 @@ void conn_stop(struct conn *c);
  */
 int conn_send(struct conn *c, const struct proto_msg *m, const void *payload,
 	      conn_done_fn done, void *arg, int timeout_ms);
+/*
+ * conn_send() of a frame without payload (timeout -1), without waking the
+ * connection thread: for a burst of answers, which conn_push() then
+ * announces with one wake-up instead of one each. If it must wait for
+ * room, it wakes the thread first. 0 or -errno as conn_send().
+ */
+int conn_send_lazy(struct conn *c, const struct proto_msg *m);
+/* Wake the connection thread for what conn_send_lazy() queued. */
+void conn_push(struct conn *c);
 
 /*
  * Tell the peer why (DISCONNECT @reason, @text) and close the connection

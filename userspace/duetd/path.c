@@ -166,13 +166,19 @@ static void finish(struct path *p, unsigned int tag, int res)
 static void on_peer_done(void *arg, uint32_t tag, int res)
 {
 	struct path *p = arg;
+	bool kick;
 
 	pthread_mutex_lock(&p->peer_lock);
+	/* reap_peer takes the whole list after each wake-up: only the first
+	 * answer since the last one needs to wake the thread (the connection
+	 * thread hands over a burst of acks with one eventfd write) */
+	kick = p->peer_head < 0;
 	p->ios[tag].peer_res = res;
 	p->ios[tag].peer_next = p->peer_head;
 	p->peer_head = (int32_t)tag;
 	pthread_mutex_unlock(&p->peer_lock);
-	path_kick(p);
+	if (kick)
+		path_kick(p);
 }
 
 /*
