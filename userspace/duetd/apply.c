@@ -878,6 +878,14 @@ int apply_dio_fd(struct repl *r)
 	return r->ap ? r->ap->dfd : -1;
 }
 
+/* A counter the worker writes (alone), read from another thread. */
+static void put_count(json_t *j, const char *key, const uint64_t *v)
+{
+	json_object_set_new(j, key,
+			    json_integer((json_int_t)__atomic_load_n(
+				    v, __ATOMIC_RELAXED)));
+}
+
 void apply_status(struct repl *r, json_t *o)
 {
 	struct apply *ap = r->ap;
@@ -887,20 +895,10 @@ void apply_status(struct repl *r, json_t *o)
 		return;
 	j = json_object();
 	json_object_set_new(j, "io_uring", json_boolean(ap->have_ring));
-	json_object_set_new(j, "direct_writes",
-			    json_integer((json_int_t)__atomic_load_n(
-				    &ap->direct_writes, __ATOMIC_RELAXED)));
-	json_object_set_new(j, "cached_writes",
-			    json_integer((json_int_t)__atomic_load_n(
-				    &ap->cached_writes, __ATOMIC_RELAXED)));
-	json_object_set_new(j, "max_in_flight",
-			    json_integer((json_int_t)__atomic_load_n(
-				    &ap->max_in_flight, __ATOMIC_RELAXED)));
-	json_object_set_new(j, "waits",
-			    json_integer((json_int_t)__atomic_load_n(
-				    &ap->waits, __ATOMIC_RELAXED)));
-	json_object_set_new(j, "flush_errors",
-			    json_integer((json_int_t)__atomic_load_n(
-				    &ap->flush_errors, __ATOMIC_RELAXED)));
+	put_count(j, "direct_writes", &ap->direct_writes);
+	put_count(j, "cached_writes", &ap->cached_writes);
+	put_count(j, "max_in_flight", &ap->max_in_flight);
+	put_count(j, "waits", &ap->waits);
+	put_count(j, "flush_errors", &ap->flush_errors);
 	json_object_set_new(o, "apply", j);
 }
