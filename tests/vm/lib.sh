@@ -13,7 +13,8 @@
 #	...
 #
 # Exit codes follow tests/run.sh: 0 pass, 77 skip (after a "SKIP: why" line),
-# anything else fail.
+# anything else fail. In the guest, a test sources tests/integration/lib.sh
+# for its helpers; the two-node replication tests then tests/vm/pair.sh.
 
 VM_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DUET_VM=$VM_TOP/kernel/vm/duet-vm

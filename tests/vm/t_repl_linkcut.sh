@@ -20,63 +20,28 @@ vm_run_self --mem 1024 --cpus 2 --timeout 380 -- "$@"
 set -e
 # shellcheck source=tests/integration/lib.sh
 . "$VM_TOP/tests/integration/lib.sh"
-require_bin duetctl duetd
-require_cmd jq sha256sum ip
-cd "$T"
+# shellcheck source=tests/vm/pair.sh
+. "$(dirname "$0")/pair.sh"
 
-MiB=$((1 << 20))
-vm_netns_pair na nb 11 || fail "cannot build the namespaces"
-mkdir -p "$T/ra" "$T/rb"
-A() { ip netns exec na "$DUETCTL" --node alpha --run-dir "$T/ra" "$@"; }
-B() { ip netns exec nb "$DUETCTL" --node beta --run-dir "$T/rb" "$@"; }
-on_exit 'A down r0 >/dev/null 2>&1; B down r0 >/dev/null 2>&1'
-status() { "$1" status r0 --json | jq -r "$2"; }
-field_is() { [ "$(status "$1" "$2" 2>/dev/null)" = "$3" ]; }
-field_ne() { [ "$(status "$1" "$2" 2>/dev/null)" != "$3" ]; }
-field_ge() {
-	local v
-	v=$(status "$1" "$2" 2>/dev/null)
-	[[ "$v" =~ ^[0-9]+$ ]] && [ "$v" -ge "$3" ]
-}
-synced() {
-	field_is A .state \
-		"Primary/Secondary UpToDate/UpToDate Connected Established"
-}
-data_sha() {
-	head -c "$(status A .data_bytes)" "$1" | sha256sum | cut -d' ' -f1
-}
-same_data() {
-	assert_eq "$(data_sha "$T/alpha.img")" "$(data_sha "$T/beta.img")" \
-		"data areas $1"
-}
-last_resync() {
-	grep 'resync to beta done' "$T/ra/r0.log" | tail -1 |
-		sed 's/.*done: \([0-9]*\) bytes.*/\1/'
-}
+pair_netns 11
 link_cut() { ip -n na link set na-v down; }
 link_mend() { ip -n na link set na-v up; }
-# write_alone MIB: MIB MiB of random data at 1 MiB steps from 8 MiB, while
-# the peer is unreachable; each write completes once the loss is seen
-write_alone() {
-	local i
-	for ((i = 0; i < $1; i++)); do
-		dd if=/dev/urandom of="$adev" bs=1M count=1 seek=$((8 + 2 * i)) \
-			oflag=direct status=none || fail "write $i during the outage"
-	done
+# outage_then_resync BYTES: 12 MiB written with the link cut, the link back,
+# and the resync under way: it has copied BYTES.
+outage_then_resync() {
+	link_cut
+	write_alone "$adev" 12 8
+	wait_until 10 field_ne A .connection Connected || fail "loss not seen"
+	link_mend
+	wait_until 30 field_ge A .resync.done_bytes "$1" ||
+		fail "resync not progressing: $(status A .state)"
 }
 
-mk_sparse "$T/alpha.img" 128M
-mk_sparse "$T/beta.img" 128M
 # fast loss detection; a slow resync so that it can be interrupted
-write_resource r0 alpha_addr=10.11.0.1:7789 beta_addr=10.11.0.2:7789 \
-	extra='ping-interval = 500; connect-timeout = 1000;
+pair_resource 128M 'ping-interval = 500; connect-timeout = 1000;
 reconnect-min = 100; reconnect-max = 500;
 resync-rate = "2M"; resync-min-rate = "1M";'
-expect_rc 0 A create-md r0 --force
-expect_rc 0 B create-md r0 --force
-expect_rc 0 A up r0
-expect_rc 0 B up r0
-wait_until 20 field_is A .connection Connected || fail "no connection"
+pair_up 20
 
 step "zeroed pair: new-current-uuid --clear-bitmap skips the initial sync"
 expect_rc 0 A new-current-uuid r0 --clear-bitmap
@@ -90,7 +55,7 @@ data=$(status A .data_bytes)
 step "link cut during writes: only the outage's writes are resynced"
 dd if=/dev/urandom of="$adev" bs=1M count=4 oflag=direct status=none
 link_cut
-write_alone 3
+write_alone "$adev" 3 8
 wait_until 10 field_ne A .connection Connected || fail "loss not seen"
 assert_eq "$(status A .bitmap.dirty_bytes)" $((3 * MiB)) "bitmap after the outage"
 link_mend
@@ -100,12 +65,7 @@ assert_eq "$(last_resync)" $((3 * MiB)) "resynced bytes = outage writes"
 same_data "after the link cut"
 
 step "secondary killed (-9) mid-resync and restarted"
-link_cut
-write_alone 12
-wait_until 10 field_ne A .connection Connected || fail "loss not seen"
-link_mend
-wait_until 30 field_ge A .resync.done_bytes $((2 * MiB)) ||
-	fail "resync not progressing: $(status A .state)"
+outage_then_resync $((2 * MiB))
 kill -9 "$(status B .pid)"
 wait_until 10 field_ne A .connection Connected || fail "loss not seen"
 left=$(status A .bitmap.dirty_bytes)
@@ -121,12 +81,7 @@ got=$(last_resync)
 same_data "after the secondary's crash"
 
 step "primary killed (-9) mid-resync and restarted"
-link_cut
-write_alone 12
-wait_until 10 field_ne A .connection Connected || fail "loss not seen"
-link_mend
-wait_until 30 field_ge A .resync.done_bytes $((3 * MiB)) ||
-	fail "resync not progressing: $(status A .state)"
+outage_then_resync $((3 * MiB))
 kill -9 "$(status A .pid)"
 wait_until 10 field_ne B .connection Connected || fail "loss not seen"
 assert_eq "$(status B .disk)" Inconsistent "beta mid-resync"

@@ -27,11 +27,10 @@ vm_run_self --mem 1024 --cpus 2 --timeout 280 -- "$@"
 set -e
 # shellcheck source=tests/integration/lib.sh
 . "$VM_TOP/tests/integration/lib.sh"
-require_bin duetctl duetd
-require_cmd fio jq sha256sum ip rdma tc
-cd "$T"
+# shellcheck source=tests/vm/pair.sh
+. "$(dirname "$0")/pair.sh"
+require_cmd fio rdma tc
 
-MiB=$((1 << 20))
 IPA=10.12.0.1 IPB=10.12.0.2
 
 # rxe on both ends of a veth pair, in the initial namespace. Locally
@@ -75,51 +74,12 @@ on_exit '{ rdma link del rxa; rdma link del rxb; ip link del va; } >/dev/null 2>
 	fail "traffic to $IPB would not leave through va: $(ip route get $IPB)"
 counter() { cat "/sys/class/infiniband/$1/ports/1/hw_counters/$2"; }
 
-mkdir -p "$T/ra" "$T/rb"
-A() { "$DUETCTL" --node alpha --run-dir "$T/ra" "$@"; }
-B() { "$DUETCTL" --node beta --run-dir "$T/rb" "$@"; }
-on_exit 'A down r0 >/dev/null 2>&1; B down r0 >/dev/null 2>&1'
-status() { "$1" status r0 --json | jq -r "$2"; }
-field_is() { [ "$(status "$1" "$2" 2>/dev/null)" = "$3" ]; }
-field_ne() { [ "$(status "$1" "$2" 2>/dev/null)" != "$3" ]; }
-synced() {
-	field_is A .state \
-		"Primary/Secondary UpToDate/UpToDate Connected Established"
-}
-data_sha() {
-	head -c "$(status A .data_bytes)" "$1" | sha256sum | cut -d' ' -f1
-}
-same_data() {
-	assert_eq "$(data_sha "$T/alpha.img")" "$(data_sha "$T/beta.img")" \
-		"data areas $1"
-}
-last_resync() {
-	grep 'resync to beta done' "$T/ra/r0.log" | tail -1 |
-		sed 's/.*done: \([0-9]*\) bytes.*/\1/'
-}
-# write_alone MIB AT: MIB MiB of random data at 1 MiB steps from AT MiB
-write_alone() {
-	local i
-	for ((i = 0; i < $1; i++)); do
-		dd if=/dev/urandom of="$adev" bs=1M count=1 seek=$(($2 + 2 * i)) \
-			oflag=direct status=none || fail "write $i during the outage"
-	done
-}
-
-mk_sparse "$T/alpha.img" 64M
-mk_sparse "$T/beta.img" 64M
-write_resource r0 transport=rdma alpha_addr=$IPA:7789 beta_addr=$IPB:7789 \
-	extra='queues = 2; queue-depth = 32; resync-rate = "1G";
+pair_resource 64M 'queues = 2; queue-depth = 32; resync-rate = "1G";
 ping-interval = 500; connect-timeout = 2000;
-reconnect-min = 100; reconnect-max = 500;'
-expect_rc 0 A create-md r0 --force
-expect_rc 0 B create-md r0 --force
+reconnect-min = 100; reconnect-max = 500;' transport=rdma
 
 step "up over rdma; primary --force runs the full initial sync"
-expect_rc 0 A up r0
-expect_rc 0 B up r0
-wait_until 30 field_is A .connection Connected ||
-	fail "not connected: $(status A .replication_stats.last_error)"
+pair_up 30
 assert_eq "$(status A .replication_stats.transport)" rdma "alpha's transport"
 assert_eq "$(status B .replication_stats.transport)" rdma "beta's transport"
 pkts0=$(counter rxb rcvd_pkts)
@@ -140,12 +100,8 @@ step "protocol C: fio --verify through the primary"
 adev=$(status A .device)
 [ -b "$adev" ] || fail "no device: $adev"
 sent0=$(status A .replication_stats.wire_bytes_sent)
-run fio --name=verify --filename="$adev" --ioengine=io_uring --direct=1 \
-	--rw=randwrite --bsrange=4k-256k --iodepth=16 --numjobs=2 \
-	--size=24M --offset_increment=28M --io_size=8M --verify=crc32c \
-	--do_verify=1 --verify_fatal=1 --group_reporting
-[ "$RC" -eq 0 ] || fail "fio verify failed (exit $RC)"
-assert_contains "$OUT" "err= 0" "fio error count"
+fio_verify "$adev" --bsrange=4k-256k --size=24M --offset_increment=28M \
+	--io_size=8M
 assert_eq "$(status A .replication_stats.not_acked)" 0 "unacknowledged writes"
 assert_eq "$(status A .bitmap.dirty_bytes)" 0 "bitmap while connected"
 [ "$(status B .replication_stats.applied_bytes)" -ge $((16 * MiB)) ] ||
@@ -157,7 +113,7 @@ same_data "after fio"
 step "link cut during writes: only the outage's writes are resynced"
 dd if=/dev/urandom of="$adev" bs=1M count=2 oflag=direct status=none
 link_cut || fail "cannot cut the link"
-write_alone 3 8
+write_alone "$adev" 3 8
 wait_until 10 field_ne A .connection Connected || fail "loss not seen"
 echo "alpha: $(status A .replication_stats.last_error)"
 assert_eq "$(status A .bitmap.dirty_bytes)" $((3 * MiB)) "bitmap after the outage"
@@ -168,7 +124,7 @@ same_data "after the link cut"
 
 step "secondary killed (-9) while the primary writes, restarted"
 kill -9 "$(status B .pid)"
-write_alone 4 30
+write_alone "$adev" 4 30
 wait_until 10 field_ne A .connection Connected || fail "loss not seen"
 assert_eq "$(status A .bitmap.dirty_bytes)" $((4 * MiB)) "bitmap while beta is down"
 expect_rc 0 B up r0
@@ -183,20 +139,13 @@ wait_until 10 field_ne B .connection Connected || fail "beta did not notice"
 assert_eq "$(status B .disk)" UpToDate "beta's disk after losing the Primary"
 expect_rc 0 B primary r0
 bdev=$(status B .device)
-for ((i = 0; i < 5; i++)); do
-	dd if=/dev/urandom of="$bdev" bs=1M count=1 seek=$((40 + 2 * i)) \
-		oflag=direct status=none || fail "write $i through beta"
-done
+write_alone "$bdev" 5 40
 assert_eq "$(status B .bitmap.dirty_bytes)" $((5 * MiB)) "beta's bitmap"
 wait_until 10 proc_gone "$apid" || fail "alpha's daemon survived kill -9"
 expect_rc 0 A up r0
-beta_synced() {
-	field_is B .state "Primary/Secondary UpToDate/UpToDate Connected Established"
-}
-wait_until 60 beta_synced || fail "no resync after alpha's return: $(status B .state)"
+wait_until 60 synced B || fail "no resync after alpha's return: $(status B .state)"
 assert_eq "$(status A .role)" Secondary "alpha's role after its return"
-got=$(grep 'resync to alpha done' "$T/rb/r0.log" | tail -1 |
-	sed 's/.*done: \([0-9]*\) bytes.*/\1/')
+got=$(last_resync alpha)
 [ "$got" -ge $((5 * MiB)) ] && [ "$got" -lt "$data" ] ||
 	fail "resynced $got bytes to alpha (beta wrote 5 MiB; device $data)"
 assert_eq "$(status B .replication_stats.transport)" rdma "transport after it all"
