@@ -1,17 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * peer_ — the connection half of repl_ (internal: only repl.c, peer.c,
- * diskless.c and admin.c include this header). repl.c holds the data path: the primary's
- * sends and acks (slots, epochs), the ranges in flight, the apply worker and the
- * life cycle. peer.c holds what the connection decides: the conn_
- * callbacks, the STATE exchange and generation decision, the bitmap
- * exchange and the resync's start and end, roles, new-current-uuid and
- * status. Both work on the one struct repl below, under its locks.
+ * peer_sync.c, diskless.c, admin.c, apply.c, apply_rs.c and fence.c
+ * include this header, and the unit test test_apply.c). repl.c holds the
+ * data path: the primary's sends and acks (slots, epochs), the ranges in
+ * flight, the apply worker and the life cycle. peer.c holds what the
+ * connection decides: the conn_ callbacks, the STATE exchange and
+ * generation decision, roles, new-current-uuid and status. peer_sync.c
+ * holds the bitmap exchange, the resync's start and end (sync source or
+ * target, RS_DONE), the online verify's start and end, and their status.
+ * All work on the one struct repl below, under its locks.
  *
  * Lock order: repl.lock, then a resync's lock, then meta's lock
  * (meta_lock_bm); repl.send_lock is taken alone or inside repl.lock;
- * work_lock and ival_lock are leaves. peer.c's functions below are called
- * with repl.lock held unless said otherwise.
+ * work_lock and ival_lock are leaves. peer.c's and peer_sync.c's functions
+ * below are called with repl.lock held unless said otherwise.
  */
 #ifndef DUET_PEER_H
 #define DUET_PEER_H
@@ -206,6 +209,9 @@ void peer_send_state(struct repl *r);
  * (may be NULL) is merged in and released. */
 void peer_event(struct repl *r, const char *what, const char *reason,
 		json_t *extra);
+
+/* ---- peer_sync.c ---- */
+
 /* Lock held: start a resync as the verdict says (both sides do). */
 void peer_begin_sync(struct repl *r, enum uuid_verdict v);
 /* Lock held: the source's resync thread, if due and not paused. */
@@ -216,6 +222,18 @@ void peer_rs_done(struct repl *r, const struct proto_msg *m);
 void peer_send_bitmap(struct repl *r, struct work *w);
 /* Worker: the source's resync ended (W_RS_FINISHED). */
 void peer_finish_source(struct repl *r, struct work *w);
+/* Lock held: keep a verify's figures for status. */
+void peer_ov_record(struct repl *r, const struct resync_info *ri,
+		    bool source, bool complete);
+/* Connection thread, lock not held: an RS_DONE the worker does not take. */
+void peer_on_rs_done(struct repl *r, const struct proto_msg *m);
+/* Connection thread, lock not held: a run of the peer's bitmap pages. */
+void peer_on_bitmap(struct repl *r, const struct proto_msg *m);
+/* Lock held: the first OV_REQUEST, the peer verifies against us. */
+void peer_verify_target_begin(struct repl *r);
+/* Status's "resync" and "verify" objects. Lock not held. */
+void peer_resync_status(struct repl *r, json_t *o);
+void peer_verify_status(struct repl *r, json_t *o);
 
 /* ---- diskless.c ---- */
 
