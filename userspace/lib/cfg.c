@@ -5,54 +5,28 @@
  * Every key is one row of a table (name, type, bounds, default, field,
  * whether `duetctl adjust` may change it live), so that parsing, defaults,
  * validation, printing and the documentation all follow from one place.
- * libconfig does the lexing; everything it accepts is then checked here
+ * libconfig does the lexing; everything it accepts is then checked
  * against the tables, and every complaint names file, line and key.
+ *
+ * This file holds the tables and the checks they name for string values
+ * (names, paths, endpoints), the queries on a loaded resource (its file,
+ * the local and the peer node, which keys are adjustable), cfg_adjust and
+ * cfg_print. The parser, from the text to a checked struct cfg_resource, is
+ * in cfg_parse.c; what the two share is in cfg_int.h.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <libconfig.h>
-#include <stdarg.h>
 #include <stddef.h>
-#include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "cfg.h"
+#include "cfg_int.h"
 #include "proto.h"
 #include "util.h"
 
-#define CFG_FILE_MAX (1u << 20)	/* a resource file is a page or two */
 #define NBD_DEFAULT_PORT 10809	/* IANA's port for NBD */
-
-enum key_type {
-	KT_STR,		/* string, optionally checked/normalised by a hook */
-	KT_SIZE,	/* byte count: "4K", "100M" or an integer */
-	KT_INT,		/* integer */
-	KT_BOOL,	/* true / false */
-	KT_ENUM,	/* one of @names, stored as its index */
-	KT_PROTO,	/* one of @names, stored as its first character */
-};
-
-#define K_ADJUST (1u << 0)	/* `duetctl adjust` applies it live */
-#define K_POW2 (1u << 1)	/* numbers: must be a power of two */
-#define K_REQUIRED (1u << 2)	/* must be given */
-#define K_NODE_DEFAULT (1u << 3) /* node key also allowed at top level */
-
-struct key {
-	const char *name;	/* as written in the file */
-	enum key_type type;
-	size_t off, size;	/* the field in cfg_resource or cfg_node */
-	int64_t min, max;	/* numbers: bounds; strings: length */
-	int64_t def;		/* numbers, bools, enum index, protocol */
-	const char *sdef;	/* strings */
-	const char *const *names; /* KT_ENUM / KT_PROTO, NULL-terminated */
-	bool choices;		/* numbers: only min or max allowed */
-	/* Strings: NULL if @in is fine (normalised into @out), else why not. */
-	const char *(*check)(const char *in, char *out, size_t out_len);
-	unsigned int flags;
-};
 
 #define RFIELD(m) offsetof(struct cfg_resource, m), \
 		  sizeof(((struct cfg_resource *)0)->m)
@@ -79,7 +53,7 @@ static const char *check_addr(const char *in, char *out, size_t len);
 static const char *check_listen(const char *in, char *out, size_t len);
 static const char *check_handler(const char *in, char *out, size_t len);
 
-static const struct key top_keys[] = {
+const struct key cfg_top_keys[] = {
 	{ "resource", KT_STR, RFIELD(name), .check = check_name,
 	  .flags = K_REQUIRED },
 	/* replication: negotiated at connect, so not adjustable */
@@ -134,7 +108,7 @@ static const struct key top_keys[] = {
 };
 
 /* Inside `handlers = { ... }`; an empty string means "no handler". */
-static const struct key handler_keys[] = {
+const struct key cfg_handler_keys[] = {
 	{ "split-brain", KT_STR, RFIELD(handler_split_brain),
 	  .check = check_handler, .flags = K_ADJUST },
 	{ "fence-peer", KT_STR, RFIELD(handler_fence_peer),
@@ -148,7 +122,7 @@ static const struct key handler_keys[] = {
 	  .check = check_handler, .flags = K_ADJUST },
 };
 
-static const struct key node_keys[] = {
+const struct key cfg_node_keys[] = {
 	{ "name", KT_STR, NFIELD(name), .check = check_name,
 	  .flags = K_REQUIRED },
 	{ "id", KT_INT, NFIELD(id), 0, 31, .flags = K_REQUIRED },
@@ -163,22 +137,21 @@ static const struct key node_keys[] = {
 	  .flags = K_NODE_DEFAULT },
 };
 
-#define NR_TOP ARRAY_SIZE(top_keys)
-#define NR_NODE ARRAY_SIZE(node_keys)
+_Static_assert(ARRAY_SIZE(cfg_top_keys) == CFG_NR_TOP,
+	       "CFG_NR_TOP in cfg_int.h must count cfg_top_keys");
+_Static_assert(ARRAY_SIZE(cfg_handler_keys) == CFG_NR_HANDLER,
+	       "CFG_NR_HANDLER in cfg_int.h must count cfg_handler_keys");
+_Static_assert(ARRAY_SIZE(cfg_node_keys) == CFG_NR_NODE,
+	       "CFG_NR_NODE in cfg_int.h must count cfg_node_keys");
 
-struct ctx {
-	const char *fname;
-	const char *incdir;	/* where @include finds relative names */
-	char *err;
-	size_t err_len;
-	struct cfg_resource *r;
-	struct cfg_node tmpl;	/* node defaults given at the top level */
-	/* Where each key was set, for line numbers in cross-key checks. */
-	const config_setting_t *top[NR_TOP];
-	const config_setting_t *tmpl_set[NR_NODE];
-	const config_setting_t *node[CFG_MAX_NODES][NR_NODE];
-	const config_setting_t *nodes;
-};
+const struct key *cfg_find_key(const struct key *t, size_t n,
+			       const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(t[i].name, name))
+			return &t[i];
+	return NULL;
+}
 
 /* ---------------------------------------------------------------- checks */
 
@@ -194,7 +167,7 @@ static bool valid_name(const char *s)
 	return true;
 }
 
-static const char *copy_out(const char *in, char *out, size_t len)
+const char *cfg_copy_out(const char *in, char *out, size_t len)
 {
 	if (strlen(in) >= len)
 		return "too long";
@@ -206,28 +179,28 @@ static const char *check_name(const char *in, char *out, size_t len)
 {
 	if (!valid_name(in))
 		return "expected 1 to 63 of A-Z a-z 0-9 _ . -, not starting with . or -";
-	return copy_out(in, out, len);
+	return cfg_copy_out(in, out, len);
 }
 
 static const char *check_abs_path(const char *in, char *out, size_t len)
 {
 	if (in[0] != '/')
 		return "expected an absolute path";
-	return copy_out(in, out, len);
+	return cfg_copy_out(in, out, len);
 }
 
 static const char *check_meta(const char *in, char *out, size_t len)
 {
 	if (strcmp(in, "internal") && in[0] != '/')
 		return "expected \"internal\" or an absolute path";
-	return copy_out(in, out, len);
+	return cfg_copy_out(in, out, len);
 }
 
 static const char *check_handler(const char *in, char *out, size_t len)
 {
 	if (in[0] && in[0] != '/')
 		return "expected an absolute path (or \"\" for none)";
-	return copy_out(in, out, len);
+	return cfg_copy_out(in, out, len);
 }
 
 static bool valid_hostname(const char *h)
@@ -321,719 +294,16 @@ static const char *check_addr(const char *in, char *out, size_t len)
 static const char *check_listen(const char *in, char *out, size_t len)
 {
 	if (!in[0])
-		return copy_out(in, out, len);
+		return cfg_copy_out(in, out, len);
 	if (!strncmp(in, "unix:", 5)) {
 		if (in[5] != '/')
 			return "expected unix:/absolute/path";
-		return copy_out(in, out, len);
+		return cfg_copy_out(in, out, len);
 	}
 	return parse_endpoint(in, NBD_DEFAULT_PORT, out, len);
 }
 
-/* --------------------------------------------------------------- errors */
-
-static int fail(struct ctx *c, const config_setting_t *s, const char *key,
-		const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-/* Fill @err (when there is one) and return -EINVAL. */
-static int seterr(char *err, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int seterr(char *err, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && len) {
-		va_start(ap, fmt);
-		vsnprintf(err, len, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
-
-/*
- * The file to name in a message: libconfig knows included files by the
- * name written in @include, so add the directory it resolved them in.
- */
-static void file_name(char *buf, size_t len, const char *file,
-		      const char *fname, const char *incdir)
-{
-	if (file && file[0] != '/' && incdir)
-		snprintf(buf, len, "%s/%s", incdir, file);
-	else
-		snprintf(buf, len, "%s", file ? file : fname);
-}
-
-/* "FILE:LINE: KEY: message"; no line when @s is NULL (a missing key). */
-static int fail(struct ctx *c, const config_setting_t *s, const char *key,
-		const char *fmt, ...)
-{
-	char file[PATH_MAX];
-	va_list ap;
-	int n;
-
-	if (!c->err || !c->err_len)
-		return -EINVAL;
-	file_name(file, sizeof(file), s ? config_setting_source_file(s) : NULL,
-		  c->fname, c->incdir);
-	if (s && config_setting_source_line(s))
-		n = snprintf(c->err, c->err_len, "%s:%u: %s: ", file,
-			     config_setting_source_line(s), key);
-	else
-		n = snprintf(c->err, c->err_len, "%s: %s: ", file, key);
-	if (n >= 0 && (size_t)n < c->err_len) {
-		va_start(ap, fmt);
-		vsnprintf(c->err + n, c->err_len - n, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
-
-static const char *type_name(const config_setting_t *s)
-{
-	switch (config_setting_type(s)) {
-	case CONFIG_TYPE_GROUP: return "a group";
-	case CONFIG_TYPE_INT:
-	case CONFIG_TYPE_INT64: return "an integer";
-	case CONFIG_TYPE_FLOAT: return "a floating-point number";
-	case CONFIG_TYPE_STRING: return "a string";
-	case CONFIG_TYPE_BOOL: return "a boolean";
-	case CONFIG_TYPE_ARRAY: return "an array";
-	case CONFIG_TYPE_LIST: return "a list";
-	}
-	return "something else";
-}
-
-/* "a, b or c" */
-static void join_names(const char *const *names, char *buf, size_t len)
-{
-	size_t n = 0, used = 0;
-
-	while (names[n])
-		n++;
-	buf[0] = '\0';
-	for (size_t i = 0; i < n && used < len; i++)
-		used += snprintf(buf + used, len - used, "%s%s",
-				 i == 0 ? "" : i == n - 1 ? " or " : ", ",
-				 names[i]);
-}
-
-/* Levenshtein distance, for "did you mean"; capped for long inputs. */
-static size_t edit_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b), row[33], prev, tmp;
-
-	if (la > 32 || lb > 32)
-		return SIZE_MAX;
-	for (size_t j = 0; j <= lb; j++)
-		row[j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		prev = row[0];
-		row[0] = i;
-		for (size_t j = 1; j <= lb; j++) {
-			tmp = row[j];
-			row[j] = prev + (tolower((unsigned char)a[i - 1]) !=
-					 tolower((unsigned char)b[j - 1]));
-			if (row[j - 1] + 1 < row[j])
-				row[j] = row[j - 1] + 1;
-			if (tmp + 1 < row[j])
-				row[j] = tmp + 1;
-			prev = tmp;
-		}
-	}
-	return row[lb];
-}
-
-static void suggest(const struct key *t, size_t n, const char *name,
-		    const char **best, size_t *dist)
-{
-	for (size_t i = 0; i < n; i++) {
-		size_t d = edit_distance(name, t[i].name);
-
-		if (d < *dist) {
-			*dist = d;
-			*best = t[i].name;
-		}
-	}
-}
-
-static int fail_unknown(struct ctx *c, const config_setting_t *s,
-			const char *key, const struct key *t, size_t n,
-			bool top)
-{
-	static const struct key groups[] = { { "nodes" }, { "handlers" } };
-	const char *name = config_setting_name(s), *best = NULL;
-	size_t dist = 3; /* suggest only names at most 2 edits away */
-
-	suggest(t, n, name, &best, &dist);
-	if (top)
-		suggest(groups, ARRAY_SIZE(groups), name, &best, &dist);
-	if (best)
-		return fail(c, s, key, "unknown key; did you mean \"%s\"?",
-			    best);
-	return fail(c, s, key,
-		    "unknown key; see docs/configuration.md for valid keys");
-}
-
-/* ------------------------------------------------------------ one value */
-
-static void store_num(void *p, size_t size, int64_t v)
-{
-	uint8_t v8 = v;
-	uint32_t v32 = v;
-	uint64_t v64 = v;
-
-	if (size == 1)
-		memcpy(p, &v8, 1);
-	else if (size == 4)
-		memcpy(p, &v32, 4);
-	else
-		memcpy(p, &v64, 8);
-}
-
-static int64_t load_num(const struct key *k, const void *p)
-{
-	uint8_t v8;
-	uint32_t v32;
-	uint64_t v64;
-
-	if (k->size == 1) {
-		memcpy(&v8, p, 1);
-		return v8;
-	}
-	if (k->size == 4) {
-		memcpy(&v32, p, 4);
-		return k->min < 0 ? (int64_t)(int32_t)v32 : (int64_t)v32;
-	}
-	memcpy(&v64, p, 8);
-	return (int64_t)v64;
-}
-
-/* "4K", "100M", "1G" when exact, else the plain number. */
-static void fmt_size(uint64_t v, char *buf, size_t len)
-{
-	static const char sfx[] = "TGMK";
-
-	for (int i = 0; i < 4; i++) {
-		unsigned int shift = 40 - 10 * i;
-
-		if (v && !(v & ((1ull << shift) - 1))) {
-			snprintf(buf, len, "%llu%c",
-				 (unsigned long long)(v >> shift), sfx[i]);
-			return;
-		}
-	}
-	snprintf(buf, len, "%llu", (unsigned long long)v);
-}
-
-static int check_num(struct ctx *c, const config_setting_t *s,
-		     const char *kn, const struct key *k, int64_t v)
-{
-	char lo[32], hi[32], got[32];
-	bool ok = v >= k->min && v <= k->max;
-
-	if (k->type == KT_SIZE) {
-		fmt_size(k->min, lo, sizeof(lo));
-		fmt_size(k->max, hi, sizeof(hi));
-		fmt_size(v, got, sizeof(got));
-	} else {
-		snprintf(lo, sizeof(lo), "%lld", (long long)k->min);
-		snprintf(hi, sizeof(hi), "%lld", (long long)k->max);
-		snprintf(got, sizeof(got), "%lld", (long long)v);
-	}
-	if (k->choices) { /* the choices are exactly min and max */
-		if (v != k->min && v != k->max)
-			return fail(c, s, kn, "expected %s or %s, got %s", lo,
-				    hi, got);
-		return 0;
-	}
-	if (!ok || ((k->flags & K_POW2) && !is_pow2(v)))
-		return fail(c, s, kn, "expected %s%s in %s..%s, got %s",
-			    k->type == KT_SIZE ? "a size" : "an integer",
-			    k->flags & K_POW2 ? " that is a power of two" : "",
-			    lo, hi, got);
-	return 0;
-}
-
-static int set_key(struct ctx *c, const struct key *k, const char *prefix,
-		   const config_setting_t *s, void *base)
-{
-	int t = config_setting_type(s);
-	const char *str = NULL, *why;
-	char kn[96], list[160];
-	uint64_t u;
-	int64_t v = 0;
-	int ret;
-
-	snprintf(kn, sizeof(kn), "%s%s", prefix, k->name);
-	if (t == CONFIG_TYPE_STRING)
-		str = config_setting_get_string(s);
-	switch (k->type) {
-	case KT_STR:
-		if (!str)
-			return fail(c, s, kn, "expected a string, got %s",
-				    type_name(s));
-		if (k->max && (strlen(str) < (size_t)k->min ||
-			       strlen(str) > (size_t)k->max))
-			return fail(c, s, kn,
-				    "expected %lld to %lld characters, got %zu",
-				    (long long)k->min, (long long)k->max,
-				    strlen(str));
-		why = k->check ? k->check(str, (char *)base + k->off, k->size)
-			       : copy_out(str, (char *)base + k->off, k->size);
-		if (why)
-			return fail(c, s, kn, "%s, got \"%s\"", why, str);
-		return 0;
-	case KT_SIZE:
-		if (str) {
-			ret = util_parse_size(str, &u);
-			if (ret == -ERANGE || (!ret && u > INT64_MAX))
-				return fail(c, s, kn, "size too large, got \"%s\"",
-					    str);
-			if (ret)
-				return fail(c, s, kn,
-					    "expected a size like \"4K\" or \"100M\" or a byte count, got \"%s\"",
-					    str);
-			v = u;
-		} else if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) {
-			v = config_setting_get_int64(s);
-			if (v < 0)
-				return fail(c, s, kn,
-					    "expected a size, got %lld",
-					    (long long)v);
-		} else {
-			return fail(c, s, kn,
-				    "expected a size like \"100M\" or an integer, got %s",
-				    type_name(s));
-		}
-		break;
-	case KT_INT:
-		if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64)
-			return fail(c, s, kn, "expected an integer, got %s",
-				    type_name(s));
-		v = config_setting_get_int64(s);
-		break;
-	case KT_BOOL:
-		if (t != CONFIG_TYPE_BOOL)
-			return fail(c, s, kn, "expected true or false, got %s",
-				    type_name(s));
-		v = config_setting_get_bool(s);
-		break;
-	case KT_ENUM:
-	case KT_PROTO:
-		join_names(k->names, list, sizeof(list));
-		if (!str)
-			return fail(c, s, kn, "expected a string (%s), got %s",
-				    list, type_name(s));
-		for (v = 0; k->names[v]; v++)
-			if (!strcasecmp(str, k->names[v]))
-				break;
-		if (!k->names[v])
-			return fail(c, s, kn, "expected %s, got \"%s\"", list,
-				    str);
-		if (k->type == KT_PROTO)
-			v = k->names[v][0];
-		break;
-	}
-	if (k->type == KT_SIZE || k->type == KT_INT) {
-		ret = check_num(c, s, kn, k, v);
-		if (ret)
-			return ret;
-	}
-	store_num((char *)base + k->off, k->size, v);
-	return 0;
-}
-
-static void set_defaults(const struct key *t, size_t n, void *base)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (t[i].type == KT_STR)
-			copy_out(t[i].sdef ? t[i].sdef : "",
-				 (char *)base + t[i].off, t[i].size);
-		else
-			store_num((char *)base + t[i].off, t[i].size, t[i].def);
-	}
-}
-
-static const struct key *find_key(const struct key *t, size_t n,
-				  const char *name)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!strcmp(t[i].name, name))
-			return &t[i];
-	return NULL;
-}
-
-/* ------------------------------------------------------------ structure */
-
-/* Where a key was set; @name must be in the table. */
-static const config_setting_t *top_set(struct ctx *c, const char *name)
-{
-	return c->top[find_key(top_keys, NR_TOP, name) - top_keys];
-}
-
-static const config_setting_t *node_set(struct ctx *c, unsigned int idx,
-					const char *name)
-{
-	return c->node[idx][find_key(node_keys, NR_NODE, name) - node_keys];
-}
-
-static int parse_handlers(struct ctx *c, const config_setting_t *g)
-{
-	char kn[96];
-	int ret;
-
-	if (!config_setting_is_group(g))
-		return fail(c, g, "handlers",
-			    "expected a group { split-brain = \"/path\"; ... }, got %s",
-			    type_name(g));
-	for (int i = 0; i < config_setting_length(g); i++) {
-		const config_setting_t *s = config_setting_get_elem(g, i);
-		const struct key *k = find_key(handler_keys,
-					       ARRAY_SIZE(handler_keys),
-					       config_setting_name(s));
-
-		snprintf(kn, sizeof(kn), "handlers.%s", config_setting_name(s));
-		if (!k)
-			return fail_unknown(c, s, kn, handler_keys,
-					    ARRAY_SIZE(handler_keys), false);
-		ret = set_key(c, k, "handlers.", s, c->r);
-		if (ret)
-			return ret;
-	}
-	return 0;
-}
-
-static int parse_node(struct ctx *c, unsigned int idx,
-		      const config_setting_t *g)
-{
-	struct cfg_node *n = &c->r->nodes[idx];
-	const config_setting_t **set = c->node[idx];
-	char prefix[32], kn[96];
-	int ret;
-
-	snprintf(prefix, sizeof(prefix), "nodes[%u].", idx);
-	snprintf(kn, sizeof(kn), "nodes[%u]", idx);
-	if (!config_setting_is_group(g))
-		return fail(c, g, kn,
-			    "expected a group { name = ...; id = ...; ... }, got %s",
-			    type_name(g));
-	*n = c->tmpl;
-	for (int i = 0; i < config_setting_length(g); i++) {
-		const config_setting_t *s = config_setting_get_elem(g, i);
-		const struct key *k = find_key(node_keys, NR_NODE,
-					       config_setting_name(s));
-
-		snprintf(kn, sizeof(kn), "%s%s", prefix,
-			 config_setting_name(s));
-		if (!k)
-			return fail_unknown(c, s, kn, node_keys, NR_NODE,
-					    false);
-		ret = set_key(c, k, prefix, s, n);
-		if (ret)
-			return ret;
-		set[k - node_keys] = s;
-	}
-	for (size_t i = 0; i < NR_NODE; i++) {
-		if (set[i] || c->tmpl_set[i])
-			continue;
-		snprintf(kn, sizeof(kn), "%s%s", prefix, node_keys[i].name);
-		if (node_keys[i].flags & K_REQUIRED)
-			return fail(c, g, kn, "missing; every node needs %s = ...%s",
-				    node_keys[i].name,
-				    node_keys[i].flags & K_NODE_DEFAULT ?
-				    " (in the node or at the top level)" : "");
-		if (!strcmp(node_keys[i].name, "address") &&
-		    config_setting_length(c->nodes) > 1)
-			return fail(c, g, kn,
-				    "missing; required when the resource has two nodes");
-	}
-	return 0;
-}
-
-static int parse_nodes(struct ctx *c, const config_setting_t *l)
-{
-	int n = config_setting_length(l), ret;
-
-	if (!config_setting_is_list(l))
-		return fail(c, l, "nodes",
-			    "expected a list ( { name = ...; }, ... ), got %s",
-			    type_name(l));
-	if (n < 1)
-		return fail(c, l, "nodes", "expected 1 or 2 nodes, got none");
-	if (n > CFG_MAX_NODES)
-		return fail(c, config_setting_get_elem(l, CFG_MAX_NODES),
-			    "nodes", "expected 1 or 2 nodes, got %d", n);
-	for (int i = 0; i < n; i++) {
-		ret = parse_node(c, i, config_setting_get_elem(l, i));
-		if (ret)
-			return ret;
-	}
-	c->r->nr_nodes = n;
-	return 0;
-}
-
-static int parse_root(struct ctx *c, const config_setting_t *root)
-{
-	const config_setting_t *handlers = NULL;
-	const struct key *k;
-	int ret;
-
-	for (int i = 0; i < config_setting_length(root); i++) {
-		const config_setting_t *s = config_setting_get_elem(root, i);
-		const char *name = config_setting_name(s);
-
-		if (!strcmp(name, "nodes")) {
-			c->nodes = s;
-			continue;
-		}
-		if (!strcmp(name, "handlers")) {
-			handlers = s;
-			continue;
-		}
-		k = find_key(top_keys, NR_TOP, name);
-		if (k) {
-			ret = set_key(c, k, "", s, c->r);
-			if (ret)
-				return ret;
-			c->top[k - top_keys] = s;
-			continue;
-		}
-		k = find_key(node_keys, NR_NODE, name);
-		if (k && (k->flags & K_NODE_DEFAULT)) {
-			ret = set_key(c, k, "", s, &c->tmpl);
-			if (ret)
-				return ret;
-			c->tmpl_set[k - node_keys] = s;
-			continue;
-		}
-		if (k)
-			return fail(c, s, name,
-				    "belongs inside a node: nodes = ( { %s = ...; } )",
-				    name);
-		if (find_key(handler_keys, ARRAY_SIZE(handler_keys), name))
-			return fail(c, s, name,
-				    "belongs inside handlers = { %s = \"/path\"; }",
-				    name);
-		return fail_unknown(c, s, name, top_keys, NR_TOP, true);
-	}
-	for (size_t i = 0; i < NR_TOP; i++)
-		if ((top_keys[i].flags & K_REQUIRED) && !c->top[i])
-			return fail(c, NULL, top_keys[i].name,
-				    "missing; every resource file needs %s = ...;",
-				    top_keys[i].name);
-	if (handlers) {
-		ret = parse_handlers(c, handlers);
-		if (ret)
-			return ret;
-	}
-	if (!c->nodes)
-		return fail(c, NULL, "nodes",
-			    "missing; expected nodes = ( { name = ...; id = ...; disk = ...; } );");
-	return parse_nodes(c, c->nodes);
-}
-
-/* The setting to blame for a conflict: @a if it was written, else @b. */
-static const config_setting_t *either(const config_setting_t *a,
-				      const config_setting_t *b)
-{
-	return a ? a : b;
-}
-
-static int cross_check(struct ctx *c)
-{
-	struct cfg_resource *r = c->r;
-	const struct cfg_node *a = &r->nodes[0], *b = &r->nodes[1];
-	char lo[32], hi[32];
-
-	fmt_size(r->resync_min_rate, lo, sizeof(lo));
-	fmt_size(r->resync_rate, hi, sizeof(hi));
-	if (r->resync_min_rate > r->resync_rate)
-		return fail(c, either(top_set(c, "resync-min-rate"),
-				      top_set(c, "resync-rate")),
-			    "resync-min-rate",
-			    "must not exceed resync-rate (%s > %s)", lo, hi);
-	if (r->reconnect_min_ms > r->reconnect_max_ms)
-		return fail(c, either(top_set(c, "reconnect-min"),
-				      top_set(c, "reconnect-max")),
-			    "reconnect-min",
-			    "must not exceed reconnect-max (%u > %u ms)",
-			    r->reconnect_min_ms, r->reconnect_max_ms);
-	if (r->physical_block_size < r->logical_block_size)
-		return fail(c, either(top_set(c, "physical-block-size"),
-				      top_set(c, "logical-block-size")),
-			    "physical-block-size",
-			    "must be at least logical-block-size (%u < %u)",
-			    r->physical_block_size, r->logical_block_size);
-	if (r->nr_nodes < 2)
-		return 0;
-	if (!r->secret[0])
-		return fail(c, NULL, "secret",
-			    "missing; required when the resource has two nodes (%d to %d characters)",
-			    CFG_SECRET_MIN, CFG_SECRET_MAX);
-	if (!strcmp(a->name, b->name))
-		return fail(c, node_set(c, 1, "name"), "nodes[1].name",
-			    "\"%s\" is already the name of nodes[0]", b->name);
-	if (a->id == b->id)
-		return fail(c, node_set(c, 1, "id"), "nodes[1].id",
-			    "%u is already the id of nodes[0]", b->id);
-	if (!strcmp(a->address, b->address))
-		return fail(c, node_set(c, 1, "address"),
-			    "nodes[1].address",
-			    "\"%s\" is already the address of nodes[0]",
-			    b->address);
-	return 0;
-}
-
-/*
- * libconfig 1.5 reads an integer literal with atoi(), so 10000000000
- * silently becomes 1410065408. Find such literals in the text first; the
- * key they belong to is the last name before them.
- */
-static int check_int_literals(struct ctx *c, const char *p)
-{
-	const char *key = "value", *tok;
-	unsigned int line = 1;
-	int key_len = 5, base;
-
-	while (*p) {
-		tok = p;
-		if (*p == '\n') {
-			line++;
-			p++;
-		} else if (*p == '#' || (p[0] == '/' && p[1] == '/')) {
-			p += strcspn(p, "\n");
-		} else if (p[0] == '/' && p[1] == '*') {
-			for (p += 2; *p && !(p[0] == '*' && p[1] == '/'); p++)
-				line += *p == '\n';
-			p += *p ? 2 : 0;
-		} else if (*p == '"') {
-			for (p++; *p && *p != '"'; p++) {
-				line += *p == '\n';
-				if (*p == '\\' && p[1])
-					p++;
-			}
-			p += *p ? 1 : 0;
-		} else if (isalpha((unsigned char)*p) || *p == '*') {
-			while (isalnum((unsigned char)*p) || strchr("-_*", *p))
-				p++;
-			key = tok;
-			key_len = p - tok;
-		} else if (isdigit((unsigned char)*p)) {
-			while (isalnum((unsigned char)*p) || *p == '.' ||
-			       ((*p == '-' || *p == '+') &&
-				tolower((unsigned char)p[-1]) == 'e'))
-				p++;
-			base = tok[0] == '0' && tolower(tok[1]) == 'x' ? 16 : 10;
-			if (toupper(p[-1]) == 'L' || memchr(tok, '.', p - tok) ||
-			    (base == 10 && (memchr(tok, 'e', p - tok) ||
-					    memchr(tok, 'E', p - tok))))
-				continue; /* a float or a 64-bit literal */
-			errno = 0;
-			if (strtoull(tok, NULL, base) > INT32_MAX || errno)
-				return seterr(c->err, c->err_len,
-					      "%s:%u: %.*s: integer %.*s is too large (libconfig would truncate it); write it as a string such as \"10G\"",
-					      c->fname, line, key_len, key,
-					      (int)(p - tok), tok);
-		} else {
-			p++;
-		}
-	}
-	return 0;
-}
-
-static int load(const char *text, const char *fname, const char *incdir,
-		struct cfg_resource *r, char *err, size_t err_len)
-{
-	struct ctx c = { .fname = fname, .incdir = incdir, .err = err,
-			 .err_len = err_len, .r = r };
-	char file[PATH_MAX];
-	config_t cf;
-	int ret;
-
-	if (err && err_len)
-		err[0] = '\0';
-	memset(r, 0, sizeof(*r));
-	set_defaults(top_keys, NR_TOP, r);
-	set_defaults(handler_keys, ARRAY_SIZE(handler_keys), r);
-	set_defaults(node_keys, NR_NODE, &c.tmpl);
-	if (copy_out(fname, r->file, sizeof(r->file)))
-		return fail(&c, NULL, "file", "path too long");
-	ret = check_int_literals(&c, text);
-	if (ret)
-		return ret;
-
-	config_init(&cf);
-	if (incdir) /* libconfig 1.5 strdup()s it without a NULL check */
-		config_set_include_dir(&cf, incdir);
-	if (!config_read_string(&cf, text)) {
-		file_name(file, sizeof(file), config_error_file(&cf), fname,
-			  incdir);
-		ret = seterr(err, err_len, "%s:%d: syntax error: %s", file,
-			     config_error_line(&cf), config_error_text(&cf));
-		goto out_destroy;
-	}
-	ret = parse_root(&c, config_root_setting(&cf));
-	if (!ret)
-		ret = cross_check(&c);
-out_destroy:
-	config_destroy(&cf);
-	return ret;
-}
-
 /* ------------------------------------------------------------------ API */
-
-int cfg_load_string(const char *text, const char *fname,
-		    struct cfg_resource *r, char *err, size_t err_len)
-{
-	return load(text, fname, NULL, r, err, err_len);
-}
-
-int cfg_load_file(const char *path, struct cfg_resource *r, char *err,
-		  size_t err_len)
-{
-	char *text = NULL, *dir = NULL, *slash;
-	size_t n;
-	FILE *f;
-	int ret;
-
-	f = fopen(path, "re");
-	if (!f) {
-		ret = -errno;
-		seterr(err, err_len, "%s: cannot open: %s", path,
-		       strerror(-ret));
-		return ret;
-	}
-	text = malloc(CFG_FILE_MAX + 1);
-	dir = strdup(path);
-	if (!text || !dir) {
-		ret = -ENOMEM;
-		seterr(err, err_len, "%s: out of memory", path);
-		goto out_free;
-	}
-	n = fread(text, 1, CFG_FILE_MAX + 1, f);
-	if (ferror(f) || n > CFG_FILE_MAX) {
-		ret = ferror(f) ? -EIO : -EFBIG;
-		seterr(err, err_len, "%s: %s", path,
-		       ret == -EIO ? "read error" : "larger than 1 MiB");
-		goto out_free;
-	}
-	text[n] = '\0';
-	if (strlen(text) != n) {
-		ret = seterr(err, err_len, "%s: contains a NUL byte", path);
-		goto out_free;
-	}
-	/* @include "x" is relative to the file's directory, not the cwd. */
-	slash = strrchr(dir, '/');
-	if (slash)
-		slash[slash == dir] = '\0';
-	ret = load(text, path, slash ? dir : NULL, r, err, err_len);
-out_free:
-	free(dir);
-	free(text);
-	fclose(f);
-	return ret;
-}
 
 int cfg_resource_path(const char *dir, const char *name, char *path,
 		      size_t len)
@@ -1060,8 +330,8 @@ const struct cfg_node *cfg_local_node(const struct cfg_resource *r,
 
 	if (!self_name) {
 		if (gethostname(host, sizeof(host) - 1)) {
-			seterr(err, err_len, "gethostname: %s",
-			       strerror(errno));
+			cfg_seterr(err, err_len, "gethostname: %s",
+				   strerror(errno));
 			return NULL;
 		}
 		host[sizeof(host) - 1] = '\0';
@@ -1080,10 +350,10 @@ const struct cfg_node *cfg_local_node(const struct cfg_resource *r,
 	for (uint32_t i = 0; i < r->nr_nodes; i++)
 		used += snprintf(names + used, sizeof(names) - used, "%s%s",
 				 i ? ", " : "", r->nodes[i].name);
-	seterr(err, err_len,
-	       "%s: no node named \"%s\"%s; the nodes are: %s",
-	       r->file, self_name, self_name == host ? " (the host name)" : "",
-	       names);
+	cfg_seterr(err, err_len,
+		   "%s: no node named \"%s\"%s; the nodes are: %s",
+		   r->file, self_name,
+		   self_name == host ? " (the host name)" : "", names);
 	return NULL;
 }
 
@@ -1101,10 +371,10 @@ const struct cfg_node *cfg_peer_node(const struct cfg_resource *r,
 
 bool cfg_key_adjustable(const char *key)
 {
-	const struct key *k = find_key(top_keys, NR_TOP, key);
+	const struct key *k = cfg_find_key(cfg_top_keys, CFG_NR_TOP, key);
 
 	if (!k && !strncmp(key, "handlers.", 9))
-		k = find_key(handler_keys, ARRAY_SIZE(handler_keys), key + 9);
+		k = cfg_find_key(cfg_handler_keys, CFG_NR_HANDLER, key + 9);
 	return k && (k->flags & K_ADJUST);
 }
 
@@ -1145,8 +415,8 @@ int cfg_adjust(struct cfg_resource *cur, const struct cfg_resource *next,
 	unsigned int bad;
 
 	changed[0] = '\0';
-	bad = diff_keys(top_keys, NR_TOP, "", cur, next, false, fixed,
-			sizeof(fixed));
+	bad = diff_keys(cfg_top_keys, CFG_NR_TOP, "", cur, next, false,
+			fixed, sizeof(fixed));
 	if (cur->nr_nodes != next->nr_nodes ||
 	    memcmp(cur->nodes, next->nodes, sizeof(cur->nodes))) {
 		size_t used = strlen(fixed);
@@ -1168,8 +438,9 @@ int cfg_adjust(struct cfg_resource *cur, const struct cfg_resource *next,
 			 next->file, fixed, bad > 1 ? "them" : "it");
 		return -EINVAL;
 	}
-	diff_keys(top_keys, NR_TOP, "", cur, next, true, changed, changed_len);
-	diff_keys(handler_keys, ARRAY_SIZE(handler_keys), "handlers.", cur,
+	diff_keys(cfg_top_keys, CFG_NR_TOP, "", cur, next, true, changed,
+		  changed_len);
+	diff_keys(cfg_handler_keys, CFG_NR_HANDLER, "handlers.", cur,
 		  next, true, changed, changed_len);
 	return 0;
 }
@@ -1187,6 +458,41 @@ uint8_t cfg_wire_digest(enum cfg_digest d)
 }
 
 /* ---------------------------------------------------------------- print */
+
+static int64_t load_num(const struct key *k, const void *p)
+{
+	uint8_t v8;
+	uint32_t v32;
+	uint64_t v64;
+
+	if (k->size == 1) {
+		memcpy(&v8, p, 1);
+		return v8;
+	}
+	if (k->size == 4) {
+		memcpy(&v32, p, 4);
+		return k->min < 0 ? (int64_t)(int32_t)v32 : (int64_t)v32;
+	}
+	memcpy(&v64, p, 8);
+	return (int64_t)v64;
+}
+
+/* "4K", "100M", "1G" when exact, else the plain number. */
+void cfg_fmt_size(uint64_t v, char *buf, size_t len)
+{
+	static const char sfx[] = "TGMK";
+
+	for (int i = 0; i < 4; i++) {
+		unsigned int shift = 40 - 10 * i;
+
+		if (v && !(v & ((1ull << shift) - 1))) {
+			snprintf(buf, len, "%llu%c",
+				 (unsigned long long)(v >> shift), sfx[i]);
+			return;
+		}
+	}
+	snprintf(buf, len, "%llu", (unsigned long long)v);
+}
 
 /* Bounds-checked: a caller may hand cfg_print a struct it filled itself. */
 static const char *enum_name(const char *const *names, int64_t v)
@@ -1249,7 +555,7 @@ static void print_keys(FILE *out, const struct key *t, size_t n,
 			print_string(out, p);
 			break;
 		case KT_SIZE:
-			fmt_size(v, buf, sizeof(buf));
+			cfg_fmt_size(v, buf, sizeof(buf));
 			print_string(out, buf);
 			break;
 		case KT_INT:
@@ -1273,13 +579,14 @@ void cfg_print(const struct cfg_resource *r, FILE *out)
 {
 	fprintf(out, "# resource %s, effective configuration (read from %s)\n",
 		r->name, r->file);
-	print_keys(out, top_keys, NR_TOP, r, "");
+	print_keys(out, cfg_top_keys, CFG_NR_TOP, r, "");
 	fputs("handlers = {\n", out);
-	print_keys(out, handler_keys, ARRAY_SIZE(handler_keys), r, "\t");
+	print_keys(out, cfg_handler_keys, CFG_NR_HANDLER, r, "\t");
 	fputs("};\nnodes = (\n", out);
 	for (uint32_t i = 0; i < r->nr_nodes && i < CFG_MAX_NODES; i++) {
 		fputs("\t{\n", out);
-		print_keys(out, node_keys, NR_NODE, &r->nodes[i], "\t\t");
+		print_keys(out, cfg_node_keys, CFG_NR_NODE, &r->nodes[i],
+			   "\t\t");
 		fprintf(out, "\t}%s\n", i + 1 < r->nr_nodes ? "," : "");
 	}
 	fputs(");\n", out);
