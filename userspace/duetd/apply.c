@@ -180,7 +180,7 @@ static void data_done(struct repl *r, const struct work *w, int ret)
 	}
 	if (r->proto == 'C')
 		apply_send_ack(r, PROTO_ACK_WRITE, m->id, m->data.sector,
-			 m->data.length, ret);
+			       m->data.length, ret);
 }
 
 /* Whichever write @w was, it ended with @ret; @w is released. */
@@ -558,9 +558,9 @@ static void dispatch(struct repl *r)
 
 /* ---- the worker ---- */
 
-/* Move the queued items to the worker's own list; @stop: asked to stop.
- * Protocol B: "received" once it is ours to apply, in order. */
-static void take_new(struct repl *r, bool *stop)
+/* Move the queued items to the worker's own list. Protocol B:
+ * "received" once it is ours to apply, in order. */
+static void take_new(struct repl *r)
 {
 	struct apply *ap = r->ap;
 	struct work *head, *tail;
@@ -569,7 +569,6 @@ static void take_new(struct repl *r, bool *stop)
 	head = r->work_head;
 	tail = r->work_tail;
 	r->work_head = r->work_tail = NULL;
-	*stop = r->worker_stop;
 	pthread_mutex_unlock(&r->work_lock);
 	if (!head)
 		return;
@@ -578,8 +577,8 @@ static void take_new(struct repl *r, bool *stop)
 			if (w->kind != W_FRAME || w->m.type != PROTO_DATA)
 				continue;
 			r->stale = w->conn_gen != conn_gen_now(r);
-			apply_send_ack(r, PROTO_ACK_RECV, w->m.id, w->m.data.sector,
-				 w->m.data.length, 0);
+			apply_send_ack(r, PROTO_ACK_RECV, w->m.id,
+				       w->m.data.sector, w->m.data.length, 0);
 		}
 	}
 	if (ap->pend_tail)
@@ -650,7 +649,7 @@ static void *worker_main(void *arg)
 
 	pthread_setname_np(pthread_self(), "duet-apply");
 	for (;;) {
-		take_new(r, &stop);
+		take_new(r);
 		dispatch(r);
 		push_answers(r);
 		if (ap->in_flight) {

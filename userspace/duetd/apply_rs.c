@@ -32,8 +32,9 @@ static int digest_block(struct repl *r, uint64_t sector, uint32_t len,
 			return -ENOMEM;
 	}
 	while (done < len) {
-		ssize_t n = pread(r->wfd, (char *)r->scratch + done, len - done,
-				  (off_t)(sector << SECTOR_SHIFT) + (off_t)done);
+		off_t off = (off_t)(sector << SECTOR_SHIFT) + (off_t)done;
+		ssize_t n = pread(r->wfd, (char *)r->scratch + done,
+				  len - done, off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -156,11 +157,11 @@ void apply_rs_csum(struct repl *r, const struct work *w)
 			 b->length, strerror(-ret));
 	if (!ret && !memcmp(dg, b->digest, sizeof(dg))) {
 		rs_block_clean(r, w->conn_gen, b->sector, b->length, true);
-		apply_send_ack(r, PROTO_RS_IN_SYNC, w->m.id, b->sector, b->length,
-			 0);
+		apply_send_ack(r, PROTO_RS_IN_SYNC, w->m.id, b->sector,
+			       b->length, 0);
 	} else {
-		apply_send_ack(r, PROTO_RS_REQUEST, w->m.id, b->sector, b->length,
-			 0);
+		apply_send_ack(r, PROTO_RS_REQUEST, w->m.id, b->sector,
+			       b->length, 0);
 	}
 }
 
