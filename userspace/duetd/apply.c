@@ -44,11 +44,10 @@
 
 /* One write in flight. */
 struct aop {
-	struct work *w;
+	struct work *w;		/* NULL: the slot is free */
 	uint64_t sector, end;	/* [sector, end): what it overlaps */
 	uint32_t done;		/* bytes written so far */
 	bool direct;		/* on the O_DIRECT descriptor */
-	bool busy;
 };
 
 struct apply {
@@ -63,8 +62,7 @@ struct apply {
 	bool direct_ok;		/* dfd takes our writes (not refused) */
 	struct aop ops[APPLY_DEPTH];
 	uint32_t free_ops[APPLY_DEPTH];
-	uint32_t nr_free;
-	uint32_t in_flight;
+	uint32_t nr_free;	/* APPLY_DEPTH - nr_free writes in flight */
 	struct work *pend_head, *pend_tail;	/* taken, not yet started */
 
 	/* figures (worker writes, status reads without a lock: counters) */
@@ -72,6 +70,11 @@ struct apply {
 	uint64_t flush_errors;
 	uint32_t unpushed;	/* answers queued lazily, thread not woken */
 };
+
+static uint32_t in_flight(const struct apply *ap)
+{
+	return APPLY_DEPTH - ap->nr_free;
+}
 
 static uint64_t conn_gen_now(struct repl *r)
 {
@@ -212,7 +215,7 @@ static bool overlaps(const struct apply *ap, uint64_t sector, uint64_t end)
 	for (uint32_t i = 0; i < APPLY_DEPTH; i++) {
 		const struct aop *o = &ap->ops[i];
 
-		if (o->busy && o->sector < end && sector < o->end)
+		if (o->w && o->sector < end && sector < o->end)
 			return true;
 	}
 	return false;
@@ -271,10 +274,8 @@ static void op_finish(struct repl *r, struct aop *o, int ret)
 	struct apply *ap = r->ap;
 	struct work *w = o->w;
 
-	o->busy = false;
 	o->w = NULL;
 	ap->free_ops[ap->nr_free++] = (uint32_t)(o - ap->ops);
-	ap->in_flight--;
 	write_done(r, w, ret);
 }
 
@@ -314,7 +315,9 @@ static void op_cqe(struct repl *r, struct aop *o, int res)
 
 	frame_range(&o->w->m, &sector, &len);
 	if (res == -EINVAL && o->direct && !o->done) {
-		/* the disk wants more alignment than we assumed */
+		/* the disk wants more alignment than we assumed; once per
+		 * daemon, so this one write is not held to near_direct()'s
+		 * rule against the other direct writes still in flight */
 		log_notice("%s: O_DIRECT write at %llu+%u refused; the peer's writes go through the page cache",
 			   r->p.cfg->name, (unsigned long long)sector, len);
 		ap->direct_ok = false;
@@ -363,7 +366,7 @@ static bool near_direct(const struct apply *ap, uint64_t sector, uint64_t end)
 	for (uint32_t i = 0; i < APPLY_DEPTH; i++) {
 		const struct aop *o = &ap->ops[i];
 
-		if (o->busy && o->direct && o->sector / f < hi &&
+		if (o->w && o->direct && o->sector / f < hi &&
 		    lo < (o->end + f - 1) / f)
 			return true;
 	}
@@ -433,15 +436,13 @@ static bool start_write(struct repl *r, struct work *w)
 	o->sector = sector;
 	o->end = end;
 	o->done = 0;
-	o->busy = true;
 	o->direct = direct;
 	if (o->direct)
 		ap->direct_writes++;
 	else
 		ap->cached_writes++;
-	ap->in_flight++;
-	if (ap->in_flight > ap->max_in_flight)
-		ap->max_in_flight = ap->in_flight;
+	if (in_flight(ap) > ap->max_in_flight)
+		ap->max_in_flight = in_flight(ap);
 	op_issue(r, o);
 	return true;
 }
@@ -533,7 +534,7 @@ static void dispatch(struct repl *r)
 				(w->m.type == PROTO_DATA ||
 				 w->m.type == PROTO_RS_DATA);
 
-		if (!is_write && ap->in_flight) {
+		if (!is_write && in_flight(ap)) {
 			ap->waits++;
 			return;
 		}
@@ -635,7 +636,7 @@ static void ring_round(struct repl *r)
 			ap->efd_armed = false;
 			continue;
 		}
-		if (ud < APPLY_DEPTH && ap->ops[ud].busy)
+		if (ud < APPLY_DEPTH && ap->ops[ud].w)
 			op_cqe(r, &ap->ops[ud], cqe->res);
 	}
 	io_uring_cq_advance(&ap->ring, n);
@@ -652,7 +653,7 @@ static void *worker_main(void *arg)
 		take_new(r);
 		dispatch(r);
 		push_answers(r);
-		if (ap->in_flight) {
+		if (in_flight(ap)) {
 			ring_round(r);
 			continue;
 		}
