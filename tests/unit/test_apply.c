@@ -11,7 +11,9 @@
  * (page cache) and large (O_DIRECT, on the ring) writes mixed; DISCARD and
  * WRITE_ZEROES between writes; a BARRIER lets no later write start before
  * every earlier one completed, while without barriers APPLY_DEPTH writes
- * run at once.
+ * run at once; frames handed over as the connection thread's
+ * (apply_frame): applied in place only while the worker is idle, and only
+ * those that do not wait for the disk.
  *
  * Every writer fills its payload with words that name it and the file
  * offset they belong at, so a mismatch says whose data is where.
@@ -22,6 +24,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -63,6 +67,9 @@ struct fix {
 	uint64_t id, epoch;
 	bool started;
 	bool gated;		/* we hold r->lock */
+	bool as_conn;		/* frames go in as the connection thread's:
+				 * apply_frame() */
+	uint8_t data_flags;	/* PROTO_DF_* of the next DATA frames */
 	/* what the stream should make the worker do */
 	uint32_t want_direct, want_cached, frames;
 };
@@ -257,6 +264,7 @@ static void queue_data(struct fix *f, uint8_t op, uint64_t sector,
 	m.data.op = op;
 	m.data.digest_alg = PROTO_DIGEST_NONE;
 	m.data.epoch = f->epoch;
+	m.data.flags = f->data_flags;
 	if (op == PROTO_OP_WRITE) {
 		uint64_t k = ++f->writer;
 		uint64_t *p;
@@ -279,7 +287,10 @@ static void queue_data(struct fix *f, uint8_t op, uint64_t sector,
 		memset((char *)f->model + off, 0, len);
 	}
 	f->frames++;
-	apply_queue_frame(f->r, &m, b);
+	if (f->as_conn)
+		apply_frame(f->r, &m, b);
+	else
+		apply_queue_frame(f->r, &m, b);
 }
 
 static void queue_write(struct fix *f, uint64_t sector, uint32_t len)
@@ -294,7 +305,55 @@ static void queue_barrier(struct fix *f, uint32_t flags)
 
 	m.barrier.epoch = f->epoch++;
 	m.barrier.flags = flags;
-	apply_queue_frame(f->r, &m, NULL);
+	if (f->as_conn)
+		apply_frame(f->r, &m, NULL);
+	else
+		apply_queue_frame(f->r, &m, NULL);
+}
+
+/* One of the worker's figures now (status). */
+static uint64_t figure(struct fix *f, const char *key)
+{
+	json_t *o = json_object();
+	uint64_t v;
+
+	assert_non_null(o);
+	apply_status(f->r, o);
+	v = (uint64_t)json_integer_value(
+		json_object_get(json_object_get(o, "apply"), key));
+	json_decref(o);
+	return v;
+}
+
+/* Wait until the worker's figure @key is past @from: without sleeping,
+ * so that we see it move within microseconds (bounded: 2 s). */
+static void wait_figure(struct fix *f, const char *key, uint64_t from)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (figure(f, key) <= from) {
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec >= 2)
+			break;
+		sched_yield();
+	}
+}
+
+/* Barriers as the connection thread's until one is applied in place:
+ * the worker is then idle, and stays so while only we queue frames that
+ * it may not take (bounded: 2 s). */
+static void until_idle(struct fix *f)
+{
+	for (int i = 0; i < 2000; i++) {
+		uint64_t before = figure(f, "inline_frames");
+
+		queue_barrier(f, 0);
+		if (figure(f, "inline_frames") > before)
+			return;
+		usleep(1000);
+	}
+	fail_msg("the worker never went idle");
 }
 
 /* Let the worker apply everything and stop; its figures in @s. */
@@ -574,6 +633,77 @@ static void test_parallel_without_barriers(void **state)
 	assert_int_equal(s.max_in_flight, APPLY_DEPTH);
 }
 
+/*
+ * Frames as the connection thread hands them over (apply_frame). With the
+ * worker idle, small writes and barriers without FLUSH are applied in
+ * place by the caller: every one of a stream of them is, and counted. A
+ * FUA write, a flushing barrier and a large (direct) write go to the
+ * worker. Then, 100 times: a direct write W1 (1 MiB, ending a 2 MiB
+ * region); once the worker has started it, a direct write W2 (1 MiB)
+ * over W1's second half and beyond; once W2 waits for W1 (the worker has
+ * it, not in flight), a small write S inside W2, in the next 2 MiB region.
+ * S overlaps nothing in flight and is not near W1, yet W2 comes before
+ * it: S must not be applied in place, or W2 lands over it. The file ends
+ * as the model.
+ */
+static void test_inline_when_idle(void **state)
+{
+	const uint32_t region = (8u << 20) >> SECTOR_SHIFT;	/* sectors */
+	struct fix *f = *state;
+	uint64_t before, frames;
+	struct figs s;
+
+	f->as_conn = true;
+	until_idle(f);
+	before = figure(f, "inline_frames");
+	frames = f->frames;
+	for (uint32_t i = 0; i < 200; i++) {
+		uint32_t len = 512 * (1 + rnd(120));	/* < 64 KiB */
+
+		queue_write(f, rnd(region - (len >> SECTOR_SHIFT)), len);
+		if (i % 10 == 9)
+			queue_barrier(f, 0);
+	}
+	/* 200 writes and 20 barriers */
+	assert_int_equal(f->frames - frames, 200);
+	assert_int_equal(figure(f, "inline_frames") - before, 220);
+	assert_int_equal(figure(f, "direct_writes"), 0);
+
+	/* what waits for the disk goes to the worker */
+	before = figure(f, "inline_frames");
+	f->data_flags = PROTO_DF_FUA;
+	queue_write(f, 8, 4 * KIB);
+	f->data_flags = 0;
+	queue_barrier(f, PROTO_BF_FLUSH);
+	queue_write(f, 2048, 256 * KIB);
+	/* the first may have gone in place only if it were not FUA; the
+	 * others found the worker busy, or were not for in place at all */
+	assert_int_equal(figure(f, "inline_frames"), before);
+
+	for (uint32_t i = 0; i < 100; i++) {
+		/* W1 ends a 2 MiB region, S is in the next one: not near
+		 * W1 (near_direct()) */
+		uint64_t e = (2u << 20 >> SECTOR_SHIFT) * (1 + (uint64_t)rnd(6));
+		uint64_t d, w;
+
+		until_idle(f);	/* the last round's writes are done */
+		d = figure(f, "direct_writes");
+		w = figure(f, "waits");
+
+		queue_write(f, e - (1u << 20 >> SECTOR_SHIFT), 1u << 20);
+		wait_figure(f, "direct_writes", d);
+		queue_write(f, e - (32 * KIB >> SECTOR_SHIFT), 1u << 20);
+		wait_figure(f, "waits", w);
+		queue_write(f, e + (512 * KIB >> SECTOR_SHIFT) + 8ull * rnd(63),
+			    4 * KIB);
+	}
+	finish(f, &s);
+	check_file(f);
+	if (!s.ring)
+		skip();
+	assert_int_equal(s.direct, 201);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -584,6 +714,7 @@ int main(void)
 		T(test_discard_and_zeroes),
 		T(test_barrier_waits),
 		T(test_parallel_without_barriers),
+		T(test_inline_when_idle),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,7 +10,7 @@
  * while disconnected; queued sends on loss; back-pressure on both the send
  * queue and the receive buffers; a half-open peer; DISCONNECT; lazy
  * sends (conn_send_lazy) announced by conn_push, by a normal send, or by
- * a full queue. Plus the pure parts of xport: addresses and the buffer
+ * a full queue, or queued by the connection thread itself. Plus the pure parts of xport: addresses and the buffer
  * pool.
  *
  * Timeouts are short (connect 300 ms, ping 200 ms, back-off 100..400 ms)
@@ -90,6 +90,8 @@ struct node {
 	uint64_t payload_bytes;
 	bool hold;		/* keep payload buffers instead of putting */
 	bool fixed_pattern;	/* payloads carry pattern(0, i), not the id's */
+	bool echo_lazy;		/* answer each frame from the callback with
+				 * conn_send_lazy + conn_push */
 	struct xport_buf *held[HELD_MAX];
 	int nheld;
 	/* send completions */
@@ -149,6 +151,16 @@ static void cb_frame(void *arg, const struct proto_msg *m,
 		n->held[n->nheld++] = buf;
 	else
 		xport_buf_put(buf);
+	if (n->echo_lazy) {
+		/* on the connection thread, as apply_frame()'s answers */
+		struct proto_msg a = { .type = PROTO_ACK_WRITE, .id = m->id };
+
+		a.range.sector = m->id;
+		a.range.length = 4096;
+		if (conn_send_lazy(n->c, &a))
+			n->bad++;
+		conn_push(n->c);
+	}
 	pthread_mutex_unlock(&n->lock);
 }
 
@@ -1627,6 +1639,37 @@ static void test_lazy_full_queue(void **state)
 	lazy_check_end(p);
 }
 
+/*
+ * Frames the connection thread queues lazily itself (a frame callback that
+ * answers with conn_send_lazy and pushes, as apply_frame() does) go out
+ * before that thread sleeps: 10 frames, each answered by node 1 before
+ * the next is sent, all within less than one of node 1's idle wake-ups.
+ * An answer left for the next wake-up would cost up to IDLE_WAKE_MS each.
+ */
+static void test_lazy_from_own_thread(void **state)
+{
+	enum { N = 10 };
+	struct pair *p = *state;
+	uint64_t id = 1, t0;
+	struct proto_msg m;
+
+	lazy_pair(p, 0);
+	pthread_mutex_lock(&p->n[1].lock);
+	p->n[1].echo_lazy = true;
+	pthread_mutex_unlock(&p->n[1].lock);
+	t0 = mono_ms();
+	for (int i = 0; i < N; i++) {
+		data_msg(&m, id++, 0);
+		assert_int_equal(conn_send(p->n[0].c, &m, NULL, NULL, NULL, -1),
+				 0);
+		/* node 0 counts the answers (ids 1.. in order) */
+		assert_true(WAIT_FOR(node_frames(&p->n[0]) == i + 1, 3000));
+	}
+	assert_in_range(mono_ms() - t0, 0, LAZY_SOON_MS);
+	assert_int_equal(p->n[0].bad + p->n[1].bad, 0);
+	assert_int_equal(p->n[0].lost + p->n[1].lost, 0);
+}
+
 /* Every test gets a zeroed pair; whatever it left running goes here,
  * also when an assertion ended the test early. */
 static int pair_alloc(void **state)
@@ -1671,6 +1714,7 @@ int main(void)
 		T(test_lazy_burst_push),
 		T(test_lazy_then_send),
 		T(test_lazy_full_queue),
+		T(test_lazy_from_own_thread),
 	};
 
 	log_level = LOG_LVL_NOTICE;

@@ -4,6 +4,7 @@
 #   tools/bench/bench-repl.sh [--rounds N] [--runtime SEC] [--size MIB]
 #       [--device MIB] [--resync-rate RATE] [--max-io SIZE]
 #       [--dir DIR] [--peer-dir DIR] [--skip-resync]
+#       [--targets LIST] [--jobs LIST]
 #
 # On the host (no ublk needed): two network namespaces joined by a veth
 # pair, node alpha in one and beta in the other, each with a zero-filled
@@ -35,6 +36,11 @@
 #   resync   a fresh pair, `primary --force` on alpha: the full initial
 #            sync of the device, timed from the command to beta UpToDate
 #
+# --targets (default "raw nbdkit solo replA replC link resync") and --jobs
+# (default "randwrite seqwrite syncwrite") run a subset, for quick
+# comparisons; "resync" includes both copies. The table then shows only
+# what ran (ratios whose terms did not run read 0).
+#
 # Page cache of both files is dropped before the copy and the resync.
 # DUET_BUILD selects the directory of duetctl and duetd (default build/);
 # copy them aside to keep a rebuild from changing them mid-run.
@@ -62,6 +68,8 @@ MAX_IO=
 DIR=/var/tmp
 PEER_DIR=
 SKIP_RESYNC=0
+TARGETS="raw nbdkit solo replA replC link resync"
+JOBS="randwrite seqwrite syncwrite"
 
 usage() {
 	sed -n '2,/^$/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -78,6 +86,8 @@ while [ $# -gt 0 ]; do
 	--max-io) MAX_IO=${2:?}; shift ;;
 	--dir) DIR=${2:?}; shift ;;
 	--peer-dir) PEER_DIR=${2:?}; shift ;;
+	--targets) TARGETS=${2:?}; shift ;;
+	--jobs) JOBS=${2:?}; shift ;;
 	--skip-resync) SKIP_RESYNC=1 ;;
 	-h | --help) usage 0 ;;
 	*) echo "bench-repl: unknown argument $1" >&2; usage 2 >&2 ;;
@@ -96,6 +106,18 @@ done
 [ "$SIZE_MIB" -le "$DEV_MIB" ] || die "--size ($SIZE_MIB) exceeds --device ($DEV_MIB)"
 [[ "$RESYNC_RATE" =~ ^[0-9]+[KMGkmg]?$ ]] || die "--resync-rate: a size like 10G, got '$RESYNC_RATE'"
 [ -z "$MAX_IO" ] || [[ "$MAX_IO" =~ ^[0-9]+[KMkm]?$ ]] || die "--max-io: a size like 512K, got '$MAX_IO'"
+for v in $TARGETS; do
+	case $v in
+	raw | nbdkit | solo | replA | replC | link | resync) ;;
+	*) die "--targets: unknown target '$v' (raw nbdkit solo replA replC link resync)" ;;
+	esac
+done
+for v in $JOBS; do
+	case $v in
+	randwrite | seqwrite | syncwrite) ;;
+	*) die "--jobs: unknown job '$v' (randwrite seqwrite syncwrite)" ;;
+	esac
+done
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces)"
 [ -x "$DUETCTL" ] || die "$DUETCTL not built (run make)"
 for c in fio jq nbdkit ip perl dd ss; do
@@ -369,7 +391,7 @@ add() { R[$1]+="$2 "; }
 run_jobs() {
 	local t=$1 uri=$2 j out v snap fcpu
 	shift 2
-	for j in randwrite seqwrite syncwrite; do
+	for j in $JOBS; do
 		snap=$(cpu_snap "${@#*=}")
 		out=$(fio_job "$j" "$uri") && v=$(metric "$out" "$j") &&
 			[ -n "$v" ] || die "fio $j on $t failed: $out"
@@ -520,16 +542,18 @@ t_resync() {
 }
 
 # ---------------------------------------------------------------- rounds
+want() { [[ " $TARGETS " == *" $1 "* ]]; }
+
 DATA_BYTES=
 for ((r = 1; r <= ROUNDS; r++)); do
 	echo "== round $r/$ROUNDS" >&2
-	t_raw
-	t_nbdkit
-	t_solo
-	t_repl A
-	t_repl C
-	t_link
-	if [ "$SKIP_RESYNC" = 0 ]; then
+	want raw && t_raw
+	want nbdkit && t_nbdkit
+	want solo && t_solo
+	want replA && t_repl A
+	want replC && t_repl C
+	want link && t_link
+	if [ "$SKIP_RESYNC" = 0 ] && want resync; then
 		if [ -z "$DATA_BYTES" ]; then
 			A create-md rS --force >/dev/null || die "create-md rS"
 			DATA_BYTES=$("$DUETCTL" --node alpha dump-md rS --json |
@@ -603,7 +627,7 @@ for p in A C; do
 	printf '| write+flush mean us, protocol %s vs solo | %.0f | %.0f | %s | |\n' \
 		"$p" "$v" "$s" "$(ratio "$v" "$s")"
 done
-if [ "$SKIP_RESYNC" = 0 ]; then
+if [ "$SKIP_RESYNC" = 0 ] && want resync; then
 	v=$(med resync.bw)
 	c=$(med copy.bw)
 	d=$(med copyd.bw)

@@ -58,6 +58,10 @@ struct apply {
 	uint64_t efd_val;
 	bool efd_armed;		/* its read is queued on the ring */
 	bool ring_wait;		/* under work_lock: the worker sleeps there */
+	bool idle;		/* under work_lock: the worker waits for work
+				 * with nothing taken and nothing in flight */
+	bool inline_busy;	/* under work_lock: the connection thread
+				 * applies a frame itself (apply_frame) */
 	int dfd;		/* O_DIRECT descriptor, or -1 */
 	bool direct_ok;		/* dfd takes our writes (not refused) */
 	struct aop ops[APPLY_DEPTH];
@@ -67,6 +71,7 @@ struct apply {
 
 	/* figures (worker writes, status reads without a lock: counters) */
 	uint64_t direct_writes, cached_writes, max_in_flight, waits;
+	uint64_t inline_frames;
 	uint64_t flush_errors;
 	uint32_t unpushed;	/* answers queued lazily, thread not woken */
 };
@@ -660,8 +665,12 @@ static void *worker_main(void *arg)
 		if (ap->pend_head)
 			continue;	/* nothing in flight: it can start */
 		pthread_mutex_lock(&r->work_lock);
-		while (!r->work_head && !r->worker_stop)
+		/* from here the connection thread may apply a frame itself,
+		 * and then we wait for it to finish before anything else */
+		ap->idle = true;
+		while (ap->inline_busy || (!r->work_head && !r->worker_stop))
 			pthread_cond_wait(&r->work_cond, &r->work_lock);
+		ap->idle = false;
 		stop = !r->work_head && r->worker_stop;
 		pthread_mutex_unlock(&r->work_lock);
 		if (stop)
@@ -734,8 +743,8 @@ void apply_queue_bm(struct repl *r)
 	push_work(r, w);
 }
 
-void apply_queue_frame(struct repl *r, const struct proto_msg *m,
-		       struct xport_buf *buf)
+static struct work *frame_work(struct repl *r, const struct proto_msg *m,
+			       struct xport_buf *buf)
 {
 	struct work *w = calloc(1, sizeof(*w));
 
@@ -745,13 +754,91 @@ void apply_queue_frame(struct repl *r, const struct proto_msg *m,
 		if (buf)
 			xport_buf_put(buf);
 		conn_disconnect(r->conn, PROTO_DISC_IO_ERROR, "out of memory");
-		return;
+		return NULL;
 	}
 	w->m = *m;
 	w->m.payload = NULL;
 	w->buf = buf;
 	w->conn_gen = conn_gen_now(r);
-	push_work(r, w);
+	return w;
+}
+
+void apply_queue_frame(struct repl *r, const struct proto_msg *m,
+		       struct xport_buf *buf)
+{
+	struct work *w = frame_work(r, m, buf);
+
+	if (w)
+		push_work(r, w);
+}
+
+/*
+ * May the connection thread apply @w itself? Only what costs it no wait
+ * for the disk: a write that goes through the page cache without FUA, or
+ * a BARRIER without FLUSH (its answer alone).
+ */
+static bool inline_kind(const struct apply *ap, const struct work *w)
+{
+	const struct proto_msg *m = &w->m;
+
+	if (m->type == PROTO_BARRIER)
+		return !(m->barrier.flags & PROTO_BF_FLUSH);
+	if (m->type != PROTO_DATA || m->data.op != PROTO_OP_WRITE || !w->buf ||
+	    (m->data.flags & PROTO_DF_FUA))
+		return false;
+	return !goes_direct(ap, w, m->data.sector << SECTOR_SHIFT,
+			    m->data.length);
+}
+
+void apply_frame(struct repl *r, const struct proto_msg *m,
+		 struct xport_buf *buf)
+{
+	struct apply *ap = r->ap;
+	struct work *w = frame_work(r, m, buf);
+	bool here;
+
+	if (!w)
+		return;
+	pthread_mutex_lock(&r->work_lock);
+	here = ap && r->worker_running && ap->idle && !ap->inline_busy &&
+	       !r->work_head && inline_kind(ap, w);
+	if (here)
+		ap->inline_busy = true;
+	pthread_mutex_unlock(&r->work_lock);
+	if (!here) {
+		push_work(r, w);
+		return;
+	}
+	/*
+	 * The worker is idle: every frame before this one is applied and
+	 * answered, nothing is in flight, and until inline_busy drops the
+	 * worker touches nothing. So this is the worker's own path, one
+	 * frame long, without the hand-over and the wake-ups; a write
+	 * through the page cache completes right here (op_issue()).
+	 */
+	ap->inline_frames++;
+	if (m->type == PROTO_BARRIER) {
+		run_item(r, w);
+		w = NULL;
+	} else {
+		if (r->proto == 'B') {
+			r->stale = w->conn_gen != conn_gen_now(r);
+			apply_send_ack(r, PROTO_ACK_RECV, m->id, m->data.sector,
+				       m->data.length, 0);
+		}
+		/* with nothing in flight it cannot have to wait; if it
+		 * did, the worker would take it (below) */
+		if (start_write(r, w))
+			w = NULL;
+	}
+	push_answers(r);
+	pthread_mutex_lock(&r->work_lock);
+	ap->inline_busy = false;
+	if (r->work_head || r->worker_stop)
+		pthread_cond_signal(&r->work_cond);
+	pthread_mutex_unlock(&r->work_lock);
+	if (w)
+		push_work(r, w);
 }
 
 /* ---- life cycle ---- */
@@ -899,6 +986,7 @@ void apply_status(struct repl *r, json_t *o)
 	put_count(j, "cached_writes", &ap->cached_writes);
 	put_count(j, "max_in_flight", &ap->max_in_flight);
 	put_count(j, "waits", &ap->waits);
+	put_count(j, "inline_frames", &ap->inline_frames);
 	put_count(j, "flush_errors", &ap->flush_errors);
 	json_object_set_new(o, "apply", j);
 }

@@ -53,6 +53,17 @@ void apply_free(struct repl *r);
  * the worker owns @buf from now on. */
 void apply_queue_frame(struct repl *r, const struct proto_msg *m,
 		       struct xport_buf *buf);
+/*
+ * The connection thread's form, for DATA and BARRIER: when the worker has
+ * nothing to do (everything before is applied, nothing in flight) and the
+ * frame costs no wait for the disk (a write that goes through the page
+ * cache without FUA, a BARRIER without FLUSH), the calling thread applies
+ * it itself, on the worker's own path, and queues the answer; otherwise as
+ * apply_queue_frame(). A burst of small writes then costs no hand-over
+ * and no wake-up between the two threads.
+ */
+void apply_frame(struct repl *r, const struct proto_msg *m,
+		 struct xport_buf *buf);
 /* Resync news (W_RS_FINISHED, W_RS_REAP): the worker joins the thread. */
 void apply_queue_rs(struct repl *r, uint8_t kind, struct resync *rs, int err,
 		    uint64_t bytes);

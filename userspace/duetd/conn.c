@@ -330,7 +330,7 @@ static void *conn_main(void *arg)
 {
 	struct conn *c = arg;
 	uint64_t now = conn_now_ms();
-	bool stop, dial_now, lfired;
+	bool stop, dial_now, lfired, again;
 
 	pthread_setname_np(pthread_self(), "duet-conn");
 
@@ -357,6 +357,13 @@ static void *conn_main(void *arg)
 			continue;
 		}
 		publish(c);
+		/* frames queued on this thread (apply_frame()'s answers,
+		 * conn_push() from here) go before it sleeps */
+		pthread_mutex_lock(&c->lock);
+		again = c->pend_head != NULL;
+		pthread_mutex_unlock(&c->lock);
+		if (again)
+			continue;
 		lfired = wait_events(c, next_timer(c, now, dial_now),
 				     now >= c->accept_after);
 		if (lfired)
@@ -697,7 +704,8 @@ void conn_push(struct conn *c)
 	kick = c->lazy;
 	c->lazy = false;
 	pthread_mutex_unlock(&c->lock);
-	if (kick)
+	/* the thread itself looks at its queue before it sleeps */
+	if (kick && !pthread_equal(pthread_self(), c->thread))
 		wake(c);
 }
 

@@ -526,10 +526,10 @@ void peer_frame(void *arg, const struct proto_msg *m,
 		on_peer_state(r, m);
 		break;
 	case PROTO_DATA:
-		apply_queue_frame(r, m, buf);
+		apply_frame(r, m, buf);
 		return;
 	case PROTO_BARRIER:
-		apply_queue_frame(r, m, NULL);
+		apply_frame(r, m, NULL);
 		break;
 	case PROTO_ACK_RECV:
 	case PROTO_ACK_WRITE:

@@ -97,7 +97,9 @@ struct repl {
 	uint32_t epoch_writes;
 	int epoch_done;		/* atomic: a write completed in this epoch */
 
-	/* apply worker (secondary; apply.h) */
+	/* apply worker (secondary; apply.h). "worker:" fields belong to
+	 * whoever applies: the worker, or the connection thread while the
+	 * worker is idle and waits for it (apply_frame()) */
 	struct apply *ap;	/* its ring and writes in flight */
 	pthread_t worker;
 	bool worker_joinable;
@@ -107,7 +109,7 @@ struct repl {
 	pthread_cond_t work_cond;
 	struct work *work_head, *work_tail;
 	int wfd;		/* page-cache descriptor of the backing */
-	uint32_t rx_epoch_writes;
+	uint32_t rx_epoch_writes;	/* worker */
 	bool stale;		/* worker: the frame's connection is gone */
 	uint64_t worker_gen;	/* worker: connection of the last frame */
 
