@@ -41,6 +41,11 @@
 # comparisons; "resync" includes both copies. The table then shows only
 # what ran (ratios whose terms did not run read 0).
 #
+# Every fio job (and the link) also gets the whole machine's busy CPU
+# time per unit of work (/proc/stat over the job, all processes and the
+# kernel): us per I/O, ms per MiB. On a host where both nodes and fio
+# share the CPUs, that tells what a job costs, which IOPS alone do not.
+#
 # Page cache of both files is dropped before the copy and the resync.
 # DUET_BUILD selects the directory of duetctl and duetd (default build/);
 # copy them aside to keep a rebuild from changing them mid-run.
@@ -339,6 +344,23 @@ cpu_top() {
 		}' /dev/stdin <(cpu_snap "${pids[@]}")
 }
 
+# busy_snap: "busy total" jiffies of the whole machine, and the time (ns)
+busy_snap() {
+	awk '/^cpu / { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat
+	date +%s%N
+}
+
+# busy_cpus BEFORE: how many of the machine's CPUs were busy, on average,
+# since BEFORE (the output of busy_snap)
+busy_cpus() {
+	local -a a b
+	mapfile -t a <<<"$1"
+	mapfile -t b < <(busy_snap)
+	awk -v db=$((${b[0]%% *} - ${a[0]%% *})) -v dt=$((b[1] - a[1])) \
+		-v hz="$(getconf CLK_TCK)" \
+		'BEGIN { printf "%.3f", (dt > 0 ? db / hz / (dt / 1e9) : 0) }'
+}
+
 # ------------------------------------------------------------------- fio
 # fio_job JOB TARGET: one job on TARGET ("raw" = the file, else an NBD
 # URI), JSON on stdout
@@ -387,17 +409,32 @@ declare -A R	# R[target.metric] = "v1 v2 ..." over the rounds
 
 add() { R[$1]+="$2 "; }
 
+# cost OUT JOB CPUS: the whole machine's CPU time per unit of work, for
+# the table: us per I/O (randwrite, syncwrite) or ms per MiB (seqwrite)
+cost() {
+	case $2 in
+	seqwrite) jq --argjson c "$3" '1000 * $c / (.jobs[0].write.bw_bytes / 1048576)' <<<"$1" ;;
+	*) jq --argjson c "$3" '1e6 * $c / .jobs[0].write.iops' <<<"$1" ;;
+	esac
+}
+
 # run_jobs TARGET URI|raw LABEL=PID...: the three jobs
 run_jobs() {
-	local t=$1 uri=$2 j out v snap fcpu
+	local t=$1 uri=$2 j out v snap fcpu bsnap cpus c
 	shift 2
 	for j in $JOBS; do
 		snap=$(cpu_snap "${@#*=}")
+		bsnap=$(busy_snap)
 		out=$(fio_job "$j" "$uri") && v=$(metric "$out" "$j") &&
 			[ -n "$v" ] || die "fio $j on $t failed: $out"
+		cpus=$(busy_cpus "$bsnap")
+		c=$(cost "$out" "$j" "$cpus")
 		fcpu=$(jq -r '.jobs[0] | "\(.usr_cpu + .sys_cpu | floor)%"' <<<"$out")
 		add "$t.$j" "${v//$'\t'/,}"
-		printf '  %-6s %-9s %-20s fio %s' "$t" "$j" "${v//$'\t'/ }" "$fcpu" >&2
+		add "$t.$j.cpu" "$c"
+		printf '  %-6s %-9s %-20s busy %.2f CPUs, %.1f %s; fio %s' "$t" "$j" \
+			"${v//$'\t'/ }" "$cpus" "$c" \
+			"$([ "$j" = seqwrite ] && echo ms/MiB || echo us/IO)" "$fcpu" >&2
 		[ $# -eq 0 ] || printf '; %s' \
 			"$(cpu_top $((RUNTIME + 2)) "$@" <<<"$snap")" >&2
 		echo >&2
@@ -449,21 +486,26 @@ t_repl() {	# t_repl A|C
 
 # Raw TCP over the veth: fio's net engine, a receiver in beta's namespace
 t_link() {
-	local out v
+	local out v bsnap cpus c
 	INB fio --name=rx --ioengine=net --protocol=tcp --listen \
 		--port="$LINK_PORT" --rw=read --bs=1M --size=1000G \
 		--output-format=json >"$W/link-rx.json" 2>&1 &
 	local rx=$!
 	wait_for 10 eval "INB ss -Htln 'sport = :$LINK_PORT' | grep -q ." ||
 		die "the link receiver is not listening"
+	bsnap=$(busy_snap)
 	out=$(INA fio --name=tx --ioengine=net --protocol=tcp \
 		--hostname="$IPB" --port="$LINK_PORT" --rw=write --bs=1M \
 		--size=1000G --time_based --runtime="$RUNTIME" --ramp_time=1 \
 		--output-format=json) || die "link sender failed: $out"
+	cpus=$(busy_cpus "$bsnap")
 	wait "$rx"
 	v=$(jq '.jobs[0].write.bw_bytes / 1048576' <<<"$out")
+	c=$(cost "$out" seqwrite "$cpus")
 	add link.bw "$v"
-	printf '  %-6s %-9s %s MiB/s\n' link tcp "$v" >&2
+	add link.cpu "$c"
+	printf '  %-6s %-9s %s MiB/s, busy %.2f CPUs, %.2f ms/MiB\n' link tcp \
+		"$v" "$cpus" "$c" >&2
 }
 
 drop_cache() {	# drop_cache FILE...: write back, then evict its pages
@@ -599,7 +641,9 @@ row() {	# row LABEL JOB FIELD FORMAT
 	echo
 }
 row "4 KiB randwrite QD32 (IOPS)" randwrite 1 '%9.0f'
+row "  machine CPU per I/O (us)" randwrite.cpu 1 '%9.1f'
 row "1 MiB seqwrite QD8 (MiB/s)" seqwrite 1 '%9.1f'
+row "  machine CPU per MiB (ms)" seqwrite.cpu 1 '%9.2f'
 row "4 KiB write+flush QD1 mean (us)" syncwrite 1 '%9.0f'
 row "4 KiB write+flush QD1 p99 (us)" syncwrite 2 '%9.0f'
 
@@ -614,6 +658,7 @@ for p in A C; do
 	printf '| seqwrite, protocol %s vs min(raw disk %.0f, link %.0f) MiB/s | %.1f | %.1f | **%s** | >= 0.9 |\n' \
 		"$p" "$raw_bw" "$link" "$v" "$ref" "$(ratio "$v" "$ref")"
 done
+printf '| the link alone, machine CPU per MiB (ms) | %.2f | | | |\n' "$(med link.cpu)"
 v=$(med replC.randwrite)
 s=$(med solo.randwrite)
 printf '| randwrite QD32 IOPS, protocol C vs solo | %.0f | %.0f | **%s** | >= 0.7 |\n' \
