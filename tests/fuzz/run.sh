@@ -27,9 +27,9 @@ if [ -z "$CC" ]; then
 	exit 2
 fi
 
-LIB_SRCS="userspace/lib/proto.c userspace/lib/hs.c userspace/lib/crc.c
-	  userspace/lib/log.c userspace/lib/util.c userspace/lib/bm.c
-	  userspace/lib/nbdp.c"
+LIB_SRCS="userspace/lib/proto.c userspace/lib/proto_check.c userspace/lib/hs.c
+	  userspace/lib/crc.c userspace/lib/log.c userspace/lib/util.c
+	  userspace/lib/bm.c userspace/lib/nbdp.c"
 CFLAGS="-g -O1 -std=gnu11 -Wall -Wextra -Werror -Wno-missing-field-initializers
 	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -fno-omit-frame-pointer
 	-Iuserspace/lib -Itests/fuzz"
