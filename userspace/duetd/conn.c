@@ -357,10 +357,11 @@ static void *conn_main(void *arg)
 			continue;
 		}
 		publish(c);
-		/* frames queued on this thread (apply_frame()'s answers,
-		 * conn_push() from here) go before it sleeps */
+		/* frames queued and announced while we were awake (on this
+		 * thread too: apply_frame()'s answers, pushed here without a
+		 * wake-up) go before we sleep; lazy ones wait for conn_push */
 		pthread_mutex_lock(&c->lock);
-		again = c->pend_head != NULL;
+		again = c->pend_head && !c->lazy;
 		pthread_mutex_unlock(&c->lock);
 		if (again)
 			continue;
