@@ -49,6 +49,8 @@ static const char full_text[] =
 	"ping-interval = 500;\n"
 	"reconnect-min = 200;\n"
 	"reconnect-max = 60000;\n"
+	"sndbuf-size = \"8M\";\n"
+	"rcvbuf-size = \"16M\";\n"
 	"resync-rate = \"1G\";\n"
 	"resync-min-rate = \"16MiB\";\n"
 	"csums-alg = \"crc32c\";\n"
@@ -99,6 +101,8 @@ static void test_full(void **state)
 	assert_int_equal(res.ping_interval_ms, 500);
 	assert_int_equal(res.reconnect_min_ms, 200);
 	assert_int_equal(res.reconnect_max_ms, 60000);
+	assert_int_equal(res.sndbuf_bytes, 8u << 20);
+	assert_int_equal(res.rcvbuf_bytes, 16u << 20);
 	assert_int_equal(res.resync_rate, 1ull << 30);
 	assert_int_equal(res.resync_min_rate, 16ull << 20);
 	assert_int_equal(res.csums_alg, CFG_DIGEST_CRC32C);
@@ -163,6 +167,8 @@ static void test_minimal_defaults(void **state)
 	assert_int_equal(res.ping_interval_ms, 10000);
 	assert_int_equal(res.reconnect_min_ms, 500);
 	assert_int_equal(res.reconnect_max_ms, 30000);
+	assert_int_equal(res.sndbuf_bytes, 0);
+	assert_int_equal(res.rcvbuf_bytes, 0);
 	assert_int_equal(res.resync_rate, 100ull << 20);
 	assert_int_equal(res.resync_min_rate, 4ull << 20);
 	assert_int_equal(res.csums_alg, CFG_DIGEST_NONE);
@@ -453,6 +459,8 @@ static void test_bad_ranges(void **state)
 		TOP("ping-interval = 300001;", "ping-interval", "100..300000"),
 		TOP("reconnect-min = 99;", "reconnect-min", "100..3600000"),
 		TOP("reconnect-max = 3600001;", "reconnect-max", "100..3600000"),
+		TOP("sndbuf-size = \"129M\";", "sndbuf-size", "0..128M"),
+		TOP("rcvbuf-size = \"1G\";", "rcvbuf-size", "0..128M, got 1G"),
 		TOP("resync-rate = \"2K\";", "resync-rate", "4K..100G, got 2K"),
 		TOP("resync-rate = \"101G\";", "resync-rate", "got 101G"),
 		TOP("resync-min-rate = \"101G\";", "resync-min-rate", "0..100G"),
@@ -828,7 +836,7 @@ static void test_docs_cover_every_key(void **state)
 				 eol + 1);
 		nkeys++;
 	}
-	assert_int_equal(nkeys, 26 + 5 + 2 * 7); /* top, handlers, nodes */
+	assert_int_equal(nkeys, 28 + 5 + 2 * 7); /* top, handlers, nodes */
 	free(out);
 	free(doc);
 }

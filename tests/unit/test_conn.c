@@ -696,6 +696,68 @@ static void xport_pair_test(const char *listen_addr)
 	free(payload);
 }
 
+/* The socket behind @ep (its first poll descriptor). */
+static int ep_fd(struct xport_ep *ep)
+{
+	struct pollfd fds[XPORT_POLLFDS_MAX];
+
+	assert_true(xport_poll_fds(ep, XPORT_IO_RECV, fds, XPORT_POLLFDS_MAX) >=
+		    1);
+	return fds[0].fd;
+}
+
+static int sock_buf(int fd, int name)
+{
+	int v = 0;
+	socklen_t len = sizeof(v);
+
+	assert_int_equal(getsockopt(fd, SOL_SOCKET, name, &v, &len), 0);
+	return v;
+}
+
+/*
+ * sndbuf-size / rcvbuf-size reach both ends' sockets (the accepted one
+ * through its listener), also above net.core.[wr]mem_max (4 MiB by
+ * default), which only the FORCE options pass; Linux reports twice what
+ * was set.
+ */
+static void test_xport_tcp_bufs(void **state)
+{
+	const struct xport_ops *ops = xport_find("tcp");
+	struct xport_opts o = { .sndbuf_bytes = 6 * MIB,
+				.rcvbuf_bytes = 5 * MIB };
+	struct xport_ep *l, *a = NULL, *b = NULL;
+	char err[XPORT_ERR_MAX];
+
+	(void)state;
+	o.pool = xport_pool_new(2 * MIB, NULL, NULL);
+	assert_non_null(o.pool);
+	assert_int_equal(ops->listen("127.0.0.1:0", &o, &l, err, sizeof(err)),
+			 0);
+	assert_int_equal(ops->connect(ops->local_addr(l), &o, &a, err,
+				      sizeof(err)),
+			 0);
+	assert_true(WAIT_FOR(ops->accept(l, &b) == 0, 2000));
+	if (sock_buf(ep_fd(a), SO_SNDBUF) != 12 * MIB && geteuid()) {
+		xport_close(a);
+		xport_close(b);
+		xport_close(l);
+		xport_pool_free(o.pool);
+		print_message("skipped: not root, SO_SNDBUFFORCE refused\n");
+		skip();
+	}
+	for (int i = 0; i < 2; i++) {
+		int fd = ep_fd(i ? b : a);
+
+		assert_int_equal(sock_buf(fd, SO_SNDBUF), 12 * MIB);
+		assert_int_equal(sock_buf(fd, SO_RCVBUF), 10 * MIB);
+	}
+	xport_close(a);
+	xport_close(b);
+	xport_close(l);
+	xport_pool_free(o.pool);
+}
+
 static void test_xport_tcp(void **state)
 {
 	const struct xport_ops *ops = xport_find("tcp");
@@ -1693,6 +1755,7 @@ int main(void)
 		cmocka_unit_test(test_addr),
 		cmocka_unit_test(test_pool),
 		cmocka_unit_test(test_xport_tcp),
+		cmocka_unit_test(test_xport_tcp_bufs),
 		cmocka_unit_test(test_create_rejects),
 		T(test_connect_auth),
 		T(test_frames_both_ways),

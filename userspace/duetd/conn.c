@@ -459,7 +459,6 @@ struct conn *conn_create(const struct conn_opts *o, const struct conn_cbs *cbs,
 	c->sendq_msgs_max = o->sendq_msgs ? o->sendq_msgs : CONN_SENDQ_MSGS;
 	c->sendq_bytes_max = o->sendq_bytes ? o->sendq_bytes : CONN_SENDQ_BYTES;
 	c->rx_bytes = o->rx_bytes ? o->rx_bytes : CONN_RX_BYTES;
-	c->sockbuf = o->sockbuf_bytes;
 	c->first_dial_ms = o->first_dial_ms;
 	timeouts_from(&c->adj, o->res);
 	c->t = c->adj;
@@ -536,7 +535,8 @@ int conn_start(struct conn *c)
 	c->xo = (struct xport_opts){
 		.user_timeout_ms = 3 * (c->t.ping_ms + c->t.connect_ms),
 		.keepalive_ms = c->t.ping_ms,
-		.sockbuf_bytes = c->sockbuf,
+		.sndbuf_bytes = c->res.sndbuf_bytes,
+		.rcvbuf_bytes = c->res.rcvbuf_bytes,
 		.pool = c->pool,
 	};
 	r = c->ops->listen(c->self_addr, &c->xo, &c->listener, err,

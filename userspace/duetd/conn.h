@@ -68,7 +68,6 @@ struct conn_opts {
 	uint32_t sendq_msgs;		/* 0: CONN_SENDQ_MSGS */
 	uint64_t sendq_bytes;		/* 0: CONN_SENDQ_BYTES; >= 2 MiB */
 	uint64_t rx_bytes;		/* 0: CONN_RX_BYTES; >= 2 MiB */
-	uint32_t sockbuf_bytes;		/* 0: kernel autotuning (xport.h) */
 	/*
 	 * Wait this long after conn_start before connecting out, ms, so that
 	 * two nodes started together both listen before either connects.

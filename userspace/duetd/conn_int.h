@@ -78,7 +78,7 @@ struct conn {
 	struct conn_cbs cbs;
 	void *arg;
 	uint64_t data_bytes, features, required;
-	uint32_t sendq_msgs_max, sockbuf, first_dial_ms;
+	uint32_t sendq_msgs_max, first_dial_ms;
 	uint64_t sendq_bytes_max, rx_bytes;
 	struct conn_req *reqs;
 	int efd;

@@ -108,8 +108,9 @@ struct xport_opts {
 	uint32_t user_timeout_ms;
 	/* Probe an idle connection after this long, ms (SO_KEEPALIVE); 0: off */
 	uint32_t keepalive_ms;
-	/* Kernel socket buffer sizes, bytes; 0 keeps the kernel's autotuning */
-	uint32_t sockbuf_bytes;
+	/* Kernel socket buffer sizes, bytes; 0 keeps the kernel's autotuning
+	 * (TCP; RDMA has none) */
+	uint32_t sndbuf_bytes, rcvbuf_bytes;
 	/* Where payloads are received; required for frames with payloads. */
 	struct xport_pool *pool;
 };

@@ -20,11 +20,13 @@
  *  - SO_KEEPALIVE + TCP_USER_TIMEOUT: a peer that vanished is detected by
  *    the kernel too, even while data is queued (conn_'s pings only look
  *    at what arrives);
- *  - buffer sizes: only when asked, with SO_{SND,RCV}BUFFORCE, because a
- *    plain SO_SNDBUF is capped at net.core.wmem_max and switches off the
- *    kernel's autotuning, which usually does better; without the
- *    privilege the autotuning stays on. The listener's receive buffer is
- *    set before listen() so that the window scale is negotiated for it;
+ *  - buffer sizes: only when asked (sndbuf-size, rcvbuf-size), with
+ *    SO_{SND,RCV}BUFFORCE, because a plain SO_SNDBUF is capped at
+ *    net.core.wmem_max and switches off the kernel's autotuning, which
+ *    usually does better; without the privilege the autotuning stays on
+ *    (and a notice says so). They are set before listen() and connect()
+ *    so that the window scale is negotiated for them (an accepted socket
+ *    inherits the listener's);
  *  - SO_REUSEADDR on the listener: a restarted daemon binds again while
  *    the old connections are in TIME_WAIT.
  */
@@ -121,20 +123,27 @@ static int setopt(int fd, int level, int name, int val)
 	return setsockopt(fd, level, name, &val, sizeof(val)) ? -errno : 0;
 }
 
-/* Buffers only with the privilege to exceed wmem_max (see the top). */
+/* One buffer: only with the privilege to exceed [wr]mem_max (see the
+ * top); without it, the kernel's autotuning stays. */
+static void tcp_set_buf(int fd, int name, const char *what, uint32_t bytes)
+{
+	int v = bytes > INT_MAX / 2 ? INT_MAX / 2 : (int)bytes;
+	int r;
+
+	if (!bytes)
+		return;
+	r = setopt(fd, SOL_SOCKET, name, v);
+	if (r)
+		log_notice("tcp: cannot set the %s to %d bytes (%s): the kernel's autotuning stays",
+			   what, v, strerror(-r));
+}
+
 static void tcp_set_bufs(int fd, const struct xport_opts *o)
 {
-	int v;
-
-	if (!o->sockbuf_bytes)
-		return;
-	v = o->sockbuf_bytes > INT_MAX / 2 ? INT_MAX / 2 :
-					      (int)o->sockbuf_bytes;
-	if (setopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, v) ||
-	    setopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, v))
-		log_dbg(LOG_CAT_NET,
-			"tcp: cannot force %d-byte socket buffers (%s): keeping autotuning",
-			v, strerror(errno));
+	tcp_set_buf(fd, SO_SNDBUFFORCE, "send buffer (sndbuf-size)",
+		    o->sndbuf_bytes);
+	tcp_set_buf(fd, SO_RCVBUFFORCE, "receive buffer (rcvbuf-size)",
+		    o->rcvbuf_bytes);
 }
 
 /* Options of a data connection: see the top of the file. */

@@ -71,6 +71,9 @@ const struct key cfg_top_keys[] = {
 	  500, .flags = K_ADJUST },
 	{ "reconnect-max", KT_INT, RFIELD(reconnect_max_ms), 100, 3600000,
 	  30000, .flags = K_ADJUST },
+	/* set on the sockets as they are made */
+	{ "sndbuf-size", KT_SIZE, RFIELD(sndbuf_bytes), 0, 128 * MiB, 0 },
+	{ "rcvbuf-size", KT_SIZE, RFIELD(rcvbuf_bytes), 0, 128 * MiB, 0 },
 	/* resync: read by the resync engine at each step */
 	{ "resync-rate", KT_SIZE, RFIELD(resync_rate), 4 * KiB, 100 * GiB,
 	  100 * MiB, .flags = K_ADJUST },

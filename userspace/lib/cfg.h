@@ -73,6 +73,8 @@ struct cfg_resource {
 	uint32_t ping_interval_ms;
 	uint32_t reconnect_min_ms;	/* back-off start */
 	uint32_t reconnect_max_ms;	/* back-off cap */
+	uint32_t sndbuf_bytes;		/* TCP socket buffers; 0: the */
+	uint32_t rcvbuf_bytes;		/* kernel's autotuning */
 
 	/* resync */
 	uint64_t resync_rate;		/* bytes/s, fixed maximum */

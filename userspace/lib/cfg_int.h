@@ -49,7 +49,7 @@ struct key {
  * remember where each key was set. cfg.c checks them against the tables
  * when it compiles, so a key added there must be counted here too.
  */
-#define CFG_NR_TOP 26
+#define CFG_NR_TOP 28
 #define CFG_NR_HANDLER 5
 #define CFG_NR_NODE 7
 
