@@ -363,7 +363,7 @@ static bool inline_kind(const struct apply *ap, const struct work *w)
 	    (m->data.flags & PROTO_DF_FUA))
 		return false;
 	return !apply_goes_direct(ap, w, m->data.sector << SECTOR_SHIFT,
-			    m->data.length);
+				  m->data.length);
 }
 
 void apply_frame(struct repl *r, const struct proto_msg *m,

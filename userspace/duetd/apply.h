@@ -74,7 +74,7 @@ void apply_queue_bm(struct repl *r);
  * their bits and persist the bitmap. */
 void apply_rs_flush(struct repl *r);
 
-/* ---- inside the worker: apply.c and apply_rs.c ---- */
+/* ---- inside the worker: apply.c, apply_write.c and apply_rs.c ---- */
 
 struct work;
 

@@ -272,7 +272,7 @@ void apply_op_cqe(struct repl *r, struct aop *o, int res)
 
 /* Will this write go O_DIRECT? */
 bool apply_goes_direct(const struct apply *ap, const struct work *w,
-			uint64_t off, uint32_t len)
+		       uint64_t off, uint32_t len)
 {
 	if (!ap->direct_ok || len < APPLY_DIRECT_MIN ||
 	    (off % APPLY_DIO_ALIGN) || (len % APPLY_DIO_ALIGN) || !w->buf)
