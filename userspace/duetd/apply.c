@@ -36,7 +36,7 @@ static void run_barrier(struct repl *r, const struct proto_msg *m)
 
 	if ((m->barrier.flags & PROTO_BF_FLUSH) && fdatasync(r->wfd)) {
 		ret = -errno;
-		r->ap->flush_errors++;
+		apply_fig_add(&r->ap->flush_errors, 1);
 		log_err("%s: flushing for barrier %llu: %s", r->p.cfg->name,
 			(unsigned long long)m->barrier.epoch, strerror(-ret));
 	}
@@ -116,7 +116,7 @@ static void dispatch(struct repl *r)
 				 w->m.type == PROTO_RS_DATA);
 
 		if (!is_write && apply_in_flight(ap)) {
-			ap->waits++;
+			apply_fig_add(&ap->waits, 1);
 			return;
 		}
 		ap->pend_head = w->next;
@@ -392,7 +392,7 @@ void apply_frame(struct repl *r, const struct proto_msg *m,
 	 * frame long, without the hand-over and the wake-ups; a write
 	 * through the page cache completes right here (op_issue()).
 	 */
-	ap->inline_frames++;
+	apply_fig_add(&ap->inline_frames, 1);
 	if (m->type == PROTO_BARRIER) {
 		run_item(r, w);
 		w = NULL;

@@ -63,7 +63,8 @@ struct apply {
 	uint32_t nr_free;	/* APPLY_DEPTH - nr_free writes in flight */
 	struct work *pend_head, *pend_tail;	/* taken, not yet started */
 
-	/* figures (worker writes, status reads without a lock: counters) */
+	/* figures (whoever applies writes them with apply_fig_*, status
+	 * reads them without a lock) */
 	uint64_t direct_writes, cached_writes, max_in_flight, waits;
 	uint64_t inline_frames;
 	uint64_t flush_errors;
@@ -85,6 +86,21 @@ static inline void apply_put_work(struct work *w)
 	if (w->buf)
 		xport_buf_put(w->buf);
 	free(w);
+}
+
+/*
+ * A figure's new value. One side writes them at a time (whoever applies),
+ * status reads them from another thread without a lock: relaxed atomic
+ * stores and loads, so that neither sees a torn value.
+ */
+static inline void apply_fig_set(uint64_t *fig, uint64_t v)
+{
+	__atomic_store_n(fig, v, __ATOMIC_RELAXED);
+}
+
+static inline void apply_fig_add(uint64_t *fig, int64_t d)
+{
+	apply_fig_set(fig, *fig + (uint64_t)d);
 }
 
 /* ---- apply_write.c ---- */

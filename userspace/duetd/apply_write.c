@@ -255,8 +255,8 @@ void apply_op_cqe(struct repl *r, struct aop *o, int res)
 			   r->p.cfg->name, (unsigned long long)sector, len);
 		ap->direct_ok = false;
 		o->direct = false;
-		ap->direct_writes--;
-		ap->cached_writes++;
+		apply_fig_add(&ap->direct_writes, -1);
+		apply_fig_add(&ap->cached_writes, 1);
 		op_issue(r, o);
 		return;
 	}
@@ -343,7 +343,7 @@ bool apply_start_write(struct repl *r, struct work *w)
 	direct = apply_goes_direct(ap, w, sector << SECTOR_SHIFT, len);
 	if (!ap->nr_free || overlaps(ap, sector, end) ||
 	    (!direct && near_direct(ap, sector, end))) {
-		ap->waits++;
+		apply_fig_add(&ap->waits, 1);
 		return false;
 	}
 	apply_frame_begin(r, w);
@@ -371,11 +371,11 @@ bool apply_start_write(struct repl *r, struct work *w)
 	o->done = 0;
 	o->direct = direct;
 	if (o->direct)
-		ap->direct_writes++;
+		apply_fig_add(&ap->direct_writes, 1);
 	else
-		ap->cached_writes++;
+		apply_fig_add(&ap->cached_writes, 1);
 	if (apply_in_flight(ap) > ap->max_in_flight)
-		ap->max_in_flight = apply_in_flight(ap);
+		apply_fig_set(&ap->max_in_flight, apply_in_flight(ap));
 	op_issue(r, o);
 	return true;
 }
