@@ -6,6 +6,9 @@
 #   make deps                    install build and test dependencies (Debian 12)
 #   make SANITIZE=address,undefined [check]
 #                                the same, instrumented (objects go to build-san/)
+#   make SANITIZE=thread B=build-tsan unit-tests
+#                                unit tests under ThreadSanitizer, by hand
+#                                (run build-tsan/tests/unit/test_*)
 #
 # Sources are discovered by directory, so a new module is a new .c/.h pair and
 # nothing here changes.
@@ -107,6 +110,6 @@ format:
 		$(wildcard userspace/*/*.h kernel/*.h kernel/*.c tools/duetctl/*.h)
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-tsan
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -714,9 +714,13 @@ static void test_inline_when_idle(void **state)
 	if (!s.ring)
 		skip();
 	assert_int_equal(s.direct, 201);
-	/* W2 found W1 still in flight: the case this part is about */
+	/* W2 found W1 still in flight: the case this part is about (under
+	 * ThreadSanitizer the test runs too slowly to reach it often; there
+	 * it is the races that are checked) */
 	print_message("W2 waited for W1 in %u of 100 rounds\n", reached);
+#ifndef __SANITIZE_THREAD__
 	assert_true(reached >= 30);
+#endif
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)

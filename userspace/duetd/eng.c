@@ -181,11 +181,18 @@ static void helper_done(struct eng_queue *eq, struct eng_req *rq)
 	else
 		eq->done_head = rq;
 	eq->done_tail = rq;
-	pthread_mutex_unlock(&eq->done_lock);
-	/* The counter cannot overflow in practice; a failed write would
-	 * only delay the wake-up to the next one. */
+	/*
+	 * The wake-up goes under the lock too: once the owner has reaped
+	 * this request (eng_reap takes the lock after us), we touch @eq no
+	 * more, so the owner may close its eventfd and free it. Written
+	 * after the unlock, it could reach a closed descriptor, or one
+	 * reopened for something else. The counter cannot overflow in
+	 * practice; a failed write would only delay the wake-up to the next
+	 * one.
+	 */
 	if (write(eq->wake_fd, &one, sizeof(one)) != sizeof(one))
 		log_warn("engine helper: waking queue: %s", strerror(errno));
+	pthread_mutex_unlock(&eq->done_lock);
 }
 
 static void *helper_main(void *arg)
