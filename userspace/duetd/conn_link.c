@@ -117,16 +117,24 @@ void conn_req_xdone(struct xport_msg *xm, int err)
 		done(arg, err);
 }
 
-/* Fail every conn_send not given to a transport yet. */
-void conn_fail_pending(struct conn *c)
+/* Everything conn_send queued so far, taken off the queue. */
+static struct conn_req *take_pending(struct conn *c)
 {
-	struct conn_req *r, *next;
+	struct conn_req *r;
 
 	pthread_mutex_lock(&c->lock);
 	r = c->pend_head;
 	c->pend_head = c->pend_tail = NULL;
 	pthread_mutex_unlock(&c->lock);
-	for (; r; r = next) {
+	return r;
+}
+
+/* Fail every conn_send not given to a transport yet. */
+void conn_fail_pending(struct conn *c)
+{
+	struct conn_req *r, *next;
+
+	for (r = take_pending(c); r; r = next) {
 		next = r->next;
 		conn_req_xdone(&r->xm, -ECONNRESET);
 	}
@@ -137,11 +145,7 @@ void conn_flush_pending(struct conn *c, uint64_t now)
 {
 	struct conn_req *r, *next;
 
-	pthread_mutex_lock(&c->lock);
-	r = c->pend_head;
-	c->pend_head = c->pend_tail = NULL;
-	pthread_mutex_unlock(&c->lock);
-	for (; r; r = next) {
+	for (r = take_pending(c); r; r = next) {
 		next = r->next;
 		if (!c->up || r->gen != c->up->gen ||
 		    xport_send(c->up->ep, &r->xm)) {
