@@ -31,12 +31,18 @@
 # then:
 #
 #   link     fio's net engine, alpha -> beta over the veth: TCP MiB/s
+#   both     without replication, what a replicated sequential write
+#            needs, at once: the seqwrite job on the solo export, the
+#            link, and the raw job on beta's file, all capped at one
+#            rate; the highest rate that all three keep (searched from
+#            min(raw disk, link) down). On one host they share the CPUs
+#            (and, without --peer-dir, the disk).
 #   copy     dd of alpha's data area (the device's size) over the same
 #            link into beta's file, ending with fdatasync (conv=fdatasync)
 #   resync   a fresh pair, `primary --force` on alpha: the full initial
 #            sync of the device, timed from the command to beta UpToDate
 #
-# --targets (default "raw nbdkit solo replA replC link resync") and --jobs
+# --targets (default "raw nbdkit solo replA replC link both resync") and --jobs
 # (default "randwrite seqwrite syncwrite") run a subset, for quick
 # comparisons; "resync" includes both copies. The table then shows only
 # what ran (ratios whose terms did not run read 0).
@@ -73,7 +79,7 @@ MAX_IO=
 DIR=/var/tmp
 PEER_DIR=
 SKIP_RESYNC=0
-TARGETS="raw nbdkit solo replA replC link resync"
+TARGETS="raw nbdkit solo replA replC link both resync"
 JOBS="randwrite seqwrite syncwrite"
 
 usage() {
@@ -113,8 +119,8 @@ done
 [ -z "$MAX_IO" ] || [[ "$MAX_IO" =~ ^[0-9]+[KMkm]?$ ]] || die "--max-io: a size like 512K, got '$MAX_IO'"
 for v in $TARGETS; do
 	case $v in
-	raw | nbdkit | solo | replA | replC | link | resync) ;;
-	*) die "--targets: unknown target '$v' (raw nbdkit solo replA replC link resync)" ;;
+	raw | nbdkit | solo | replA | replC | link | both | resync) ;;
+	*) die "--targets: unknown target '$v' (raw nbdkit solo replA replC link both resync)" ;;
 	esac
 done
 for v in $JOBS; do
@@ -408,6 +414,7 @@ metric() {
 declare -A R	# R[target.metric] = "v1 v2 ..." over the rounds
 
 add() { R[$1]+="$2 "; }
+last() { local v=${R[$1]:-}; v=${v% }; echo "${v##* }"; }
 
 # cost OUT JOB CPUS: the whole machine's CPU time per unit of work, for
 # the table: us per I/O (randwrite, syncwrite) or ms per MiB (seqwrite)
@@ -484,15 +491,23 @@ t_repl() {	# t_repl A|C
 	down_pair "$res" "$res"
 }
 
+# link_rx OUT: fio's net engine receiving in beta's namespace (JSON into
+# OUT), listening when this returns; its pid in LINK_RX
+link_rx() {
+	INB fio --name=rx --ioengine=net --protocol=tcp --listen \
+		--port="$LINK_PORT" --rw=read --bs=1M --size=1000G \
+		--output-format=json >"$1" 2>&1 &
+	LINK_RX=$!
+	wait_for 10 eval "INB ss -Htln 'sport = :$LINK_PORT' | grep -q ." ||
+		die "the link receiver is not listening"
+}
+
 # Raw TCP over the veth: fio's net engine, a receiver in beta's namespace
 t_link() {
 	local out v bsnap cpus c
-	INB fio --name=rx --ioengine=net --protocol=tcp --listen \
-		--port="$LINK_PORT" --rw=read --bs=1M --size=1000G \
-		--output-format=json >"$W/link-rx.json" 2>&1 &
-	local rx=$!
-	wait_for 10 eval "INB ss -Htln 'sport = :$LINK_PORT' | grep -q ." ||
-		die "the link receiver is not listening"
+	local rx
+	link_rx "$W/link-rx.json"
+	rx=$LINK_RX
 	bsnap=$(busy_snap)
 	out=$(INA fio --name=tx --ioengine=net --protocol=tcp \
 		--hostname="$IPB" --port="$LINK_PORT" --rw=write --bs=1M \
@@ -506,6 +521,96 @@ t_link() {
 	add link.cpu "$c"
 	printf '  %-6s %-9s %s MiB/s, busy %.2f CPUs, %.2f ms/MiB\n' link tcp \
 		"$v" "$cpus" "$c" >&2
+}
+
+# both_disk TARGET RATE OUT: the seqwrite job on TARGET (a file, O_DIRECT,
+# or an NBD URI), capped at RATE MiB/s, JSON into OUT
+both_disk() {
+	local -a eng=(--ioengine=nbd --uri="$1")
+	[[ "$1" == /* ]] && eng=(--filename="$1" --direct=1 --ioengine=libaio)
+	fio --name=d "${eng[@]}" --rw=write --bs=1M --iodepth=8 \
+		--size="${SIZE_MIB}M" --time_based --runtime="$RUNTIME" \
+		--ramp_time=2 --rate="$2m" --output-format=json >"$3" 2>&1
+}
+
+bw_of() {	# bw_of JSONFILE: MiB/s written
+	sed -n '/^{/,$p' "$1" | jq '.jobs[0].write.bw_bytes / 1048576'
+}
+
+# t_both: what this host can do at once of what a replicated sequential
+# write through the NBD export needs, without replication: the seqwrite
+# job on duet's unreplicated export of alpha's file (as t_solo), the link
+# (as t_link) and the raw seqwrite job on beta's file, three fio runs at
+# the same time, each capped at the same rate. At most six steps from
+# min(raw disk, link) of this round: until a rate is kept (all three
+# reach 97% of it), each step goes down to 93% of the last rate or, if
+# lower, to what the slowest of the three managed; after that, halfway
+# between the highest rate kept and the lowest not kept, until they are
+# within 5% of the start. The figure is the highest rate kept (if none
+# was, what the slowest managed in the last step).
+t_both() {
+	local disk link r0 r step rx pl pa pb va vl vb ok v bsnap cpus
+	local lo=0 hi slow
+	disk=$(last raw.seqwrite) link=$(last link.bw)
+	if [ -z "$disk" ] || [ -z "$link" ]; then
+		printf '  %-6s skipped: needs raw (seqwrite) and link in the same round\n' both >&2
+		return
+	fi
+	A create-md solo --force >/dev/null || die "create-md solo"
+	A up solo >/dev/null || die "up solo"
+	r0=$(awk -v a="$disk" -v b="$link" 'BEGIN { printf "%d", (a < b ? a : b) }')
+	r=$r0 hi=$r0
+	for ((step = 0; step < 6; step++)); do
+		link_rx "$W/both-rx.json"
+		rx=$LINK_RX
+		bsnap=$(busy_snap)
+		INA fio --name=tx --ioengine=net --protocol=tcp \
+			--hostname="$IPB" --port="$LINK_PORT" --rw=write --bs=1M \
+			--size=1000G --time_based --runtime="$RUNTIME" \
+			--ramp_time=2 --rate="${r}m" --output-format=json \
+			>"$W/both-link.json" 2>&1 &
+		pl=$!
+		both_disk "nbd+unix:///solo?socket=$W/solo.nbd" "$r" \
+			"$W/both-alpha.json" &
+		pa=$!
+		both_disk "$BETA_IMG" "$r" "$W/both-beta.json" &
+		pb=$!
+		wait "$pl" && wait "$pa" && wait "$pb" ||
+			die "a fio run of the at-once measurement failed: $(tail -3 "$W"/both-*.json)"
+		cpus=$(busy_cpus "$bsnap")
+		wait "$rx"
+		va=$(bw_of "$W/both-alpha.json") && vl=$(bw_of "$W/both-link.json") &&
+			vb=$(bw_of "$W/both-beta.json") &&
+			[ -n "$va" ] && [ -n "$vl" ] && [ -n "$vb" ] ||
+			die "no figure from the at-once runs"
+		ok=$(awk -v r="$r" -v a="$va" -v b="$vl" -v c="$vb" \
+			'BEGIN { print (a >= .97 * r && b >= .97 * r && c >= .97 * r) }')
+		printf '  %-6s %-9s capped at %d MiB/s: solo %.0f, link %.0f, beta file %.0f; busy %.2f CPUs%s\n' \
+			both at-once "$r" "$va" "$vl" "$vb" "$cpus" \
+			"$([ "$ok" = 1 ] && echo ', all kept the rate')" >&2
+		slow=$(awk -v a="$va" -v b="$vl" -v c="$vb" \
+			'BEGIN { m = a < b ? a : b; print (m < c ? m : c) }')
+		if [ "$ok" = 1 ]; then
+			lo=$r
+		else
+			hi=$r
+		fi
+		if [ "$lo" -gt 0 ]; then
+			[ $((hi - lo)) -lt $((r0 / 20)) ] && break
+			r=$(((lo + hi) / 2))
+		else
+			r=$(awk -v r="$r" -v m="$slow" \
+				'BEGIN { n = .93 * r; printf "%d", (m < n ? m : n) }')
+		fi
+		[ "$r" -ge 1 ] || break
+	done
+	A down solo >/dev/null || die "down solo"
+	if [ "$lo" -gt 0 ]; then
+		v=$lo
+	else
+		v=$slow
+	fi
+	add both.bw "$v"
 }
 
 drop_cache() {	# drop_cache FILE...: write back, then evict its pages
@@ -595,6 +700,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	want replA && t_repl A
 	want replC && t_repl C
 	want link && t_link
+	want both && t_both
 	if [ "$SKIP_RESYNC" = 0 ] && want resync; then
 		if [ -z "$DATA_BYTES" ]; then
 			A create-md rS --force >/dev/null || die "create-md rS"
@@ -652,13 +758,23 @@ raw_bw=$(med raw.seqwrite)
 echo
 echo "| target | measured | reference | ratio | goal |"
 echo "| --- | ---: | ---: | ---: | ---: |"
+ref=$(min "$raw_bw" "$link")
 for p in A C; do
 	v=$(med "repl$p.seqwrite")
-	ref=$(min "$raw_bw" "$link")
 	printf '| seqwrite, protocol %s vs min(raw disk %.0f, link %.0f) MiB/s | %.1f | %.1f | **%s** | >= 0.9 |\n' \
 		"$p" "$raw_bw" "$link" "$v" "$ref" "$(ratio "$v" "$ref")"
 done
 printf '| the link alone, machine CPU per MiB (ms) | %.2f | | | |\n' "$(med link.cpu)"
+both=$(med both.bw)
+if [ -n "${R[both.bw]:-}" ]; then
+	printf '| solo export, link and beta'"'"'s file at once: highest common rate vs min(raw disk, link) (MiB/s) | %.0f | %.1f | %s | |\n' \
+		"$both" "$ref" "$(ratio "$both" "$ref")"
+	for p in A C; do
+		v=$(med "repl$p.seqwrite")
+		printf '| seqwrite, protocol %s vs the same at once (MiB/s) | %.1f | %.0f | %s | |\n' \
+			"$p" "$v" "$both" "$(ratio "$v" "$both")"
+	done
+fi
 v=$(med replC.randwrite)
 s=$(med solo.randwrite)
 printf '| randwrite QD32 IOPS, protocol C vs solo | %.0f | %.0f | **%s** | >= 0.7 |\n' \
@@ -704,7 +820,7 @@ echo "per round:"
 for k in raw.randwrite nbdkit.randwrite solo.randwrite replA.randwrite \
 	replC.randwrite raw.seqwrite nbdkit.seqwrite solo.seqwrite \
 	replA.seqwrite replC.seqwrite raw.syncwrite nbdkit.syncwrite \
-	solo.syncwrite replA.syncwrite replC.syncwrite link.bw copy.bw \
+	solo.syncwrite replA.syncwrite replC.syncwrite link.bw both.bw copy.bw \
 	copyd.bw resync.bw; do
 	[ -n "${R[$k]:-}" ] && echo "  $k: ${R[$k]}"
 done
